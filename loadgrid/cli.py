@@ -1,0 +1,95 @@
+"""Command line: a thin layer over config -> plan -> grid -> report.
+
+    orchestrate.py --config config.yaml [--dry-run]   run the grid (or just print the plan)
+    orchestrate.py report [OUTPUT]                    rebuild summary.csv and index.html from stored records
+
+A `UserError` is printed as one line (exit 2 for bad input, 1 otherwise); tracebacks only with -v.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__, grid, report, stack
+from . import config as config_mod
+from . import plan as plan_mod
+from .errors import UserError
+
+COMMANDS = ("run", "report")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrate.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"loadgrid {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run the grid (the default command)")
+    run.add_argument("--config", "-c", default="config.yaml", help="grid config (default: config.yaml)")
+    run.add_argument("--dry-run", action="store_true", help="print every planned run; start nothing")
+    run.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+    rep = sub.add_parser("report", help="rebuild summary.csv and index.html from stored records")
+    rep.add_argument("output", nargs="?", default="reports", help="output folder (default: reports)")
+    rep.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    # `orchestrate.py --config x.yaml` is the main job: it means `run` when no command is named.
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["run", *argv]
+    return _parser().parse_args(argv)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (tear down, keep completed runs) but reported as 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.command == "report":
+            return cmd_report(Path(args.output))
+        return cmd_run(args)
+    except UserError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"loadgrid: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:
+        print("loadgrid: interrupted; the stack was torn down and completed runs are kept", file=sys.stderr)
+        return 143 if isinstance(exc, _Terminated) else 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = config_mod.load(args.config)
+    plan = plan_mod.build(config)
+    if args.dry_run:
+        print(plan_mod.describe(plan, config))
+        return 0
+    stack.check_engine()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        outcome = grid.run_grid(config, plan)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    session = grid.write_session(config, outcome)
+    written = report.write_all(config.output_dir)
+    invalid = [r for r in outcome.records if r.status == "completed" and not r.validity.valid]
+    print(f"{len(outcome.records)} runs: {len(outcome.records) - len(outcome.failed) - len(invalid)} valid, "
+          f"{len(invalid)} invalid, {len(outcome.failed)} failed")
+    print(outcome.timings.line())
+    print(f"results: {written[1]} and {written[0]} (timings: {session})")
+    return 1 if outcome.failed else 0
+
+
+def cmd_report(output: Path) -> int:
+    for path in report.write_all(output):
+        print(f"wrote {path}")
+    return 0

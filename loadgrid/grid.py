@@ -1,0 +1,277 @@
+"""Run a plan: for each variant build once, for each stack size scale once, then every load point.
+
+Each point ends as a record on disk, whatever happened: completed, failed (with why) or interrupted.
+The stack of a variant is torn down when the variant ends, also on error, Ctrl-C and SIGTERM.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import urlparse
+
+from . import load, store, validity
+from .config import Config
+from .errors import UserError
+from .plan import Plan, RunSpec, StackGroup
+from .stack import ComposeStack, Replica, StackError, running, wait_reachable
+from .store import LoadReport, ReplicaReport, RunRecord, StackReport, Validity
+
+
+@dataclass
+class Timings:
+    """Where the wall time of a grid went, so users see the cost outside the load runs."""
+
+    build_s: float = 0.0
+    scale_s: float = 0.0
+    load_s: float = 0.0
+    probe_s: float = 0.0
+    teardown_s: float = 0.0
+    wall_s: float = 0.0
+
+    def line(self) -> str:
+        other = self.wall_s - self.build_s - self.scale_s - self.load_s - self.probe_s - self.teardown_s
+        return (f"wall {self.wall_s:.0f}s: Locust runs {self.load_s:.0f}s, image builds {self.build_s:.0f}s, "
+                f"scaling and start-up {self.scale_s:.0f}s, replica probes and logs {self.probe_s:.0f}s, "
+                f"teardown {self.teardown_s:.0f}s, other {other:.0f}s")
+
+
+@dataclass
+class GridOutcome:
+    records: list[RunRecord] = field(default_factory=list)
+    skipped_variants: dict[str, str] = field(default_factory=dict)
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def failed(self) -> list[RunRecord]:
+        return [r for r in self.records if r.status != "completed"]
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def stack_env(config: Config, variant: str) -> dict[str, str]:
+    env = {"LOADGRID_VARIANT": variant}
+    parsed = urlparse(config.host)
+    # The bundled compose file publishes the gateway on LOADGRID_GATEWAY_PORT: follow the configured host.
+    if parsed.hostname in ("localhost", "127.0.0.1", "::1") and parsed.port:
+        env["LOADGRID_GATEWAY_PORT"] = str(parsed.port)
+    return env
+
+
+def make_stack(config: Config, variant: str) -> ComposeStack:
+    return ComposeStack(f"{config.project}-{variant}", config.compose_files_for(variant), config.service,
+                        env=stack_env(config, variant))
+
+
+def gpu_unavailable() -> str | None:
+    """Why Docker cannot give containers an NVIDIA GPU here, or None when it can."""
+    import subprocess
+
+    proc = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True,
+                          timeout=30)
+    runtimes = json.loads(proc.stdout or "{}") if proc.returncode == 0 else {}
+    if "nvidia" not in runtimes:
+        return "no NVIDIA container runtime registered with Docker (install the NVIDIA Container Toolkit)"
+    return None
+
+
+def run_grid(config: Config, plan: Plan, say: Callable[[str], None] = print) -> GridOutcome:
+    outcome = GridOutcome()
+    started = time.monotonic()
+    total = len(plan.runs)
+    counter = iter(range(1, total + 1))
+    try:
+        for variant in plan.variants:
+            groups = [g for g in plan.groups if g.variant == variant]
+            if variant == "gpu" and (why := gpu_unavailable()):
+                outcome.skipped_variants[variant] = why
+                say(f"gpu variant skipped: {why}")
+                for _ in (r for g in groups for r in g.runs):
+                    next(counter)
+                continue
+            _run_variant(config, variant, groups, outcome, counter, total, say)
+    finally:
+        outcome.timings.wall_s = time.monotonic() - started
+    return outcome
+
+
+def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome: GridOutcome,
+                 counter, total: int, say: Callable[[str], None]) -> None:
+    stack = make_stack(config, variant)
+    stack.validate()
+    out = config.output_dir / variant
+    out.mkdir(parents=True, exist_ok=True)
+    t = outcome.timings
+    with running(stack):
+        try:
+            say(f"[{variant}] building images (log: {out / 'build.log'})")
+            t0 = time.monotonic()
+            try:
+                stack.build(out / "build.log")
+            finally:
+                t.build_s += time.monotonic() - t0
+        except StackError as exc:
+            say(f"[{variant}] image build failed: {exc}")
+            for spec in (r for g in groups for r in g.runs):
+                _finish(config, outcome, _failed_record(config, spec, stack, f"image build failed: {exc}"), say,
+                        next(counter), total)
+            return
+        for group in groups:
+            t0 = time.monotonic()
+            try:
+                say(f"[{variant}] scaling {config.service} to {group.models}")
+                stack.scale(group.models, config.startup_timeout_s)
+                wait_reachable(config.host)
+                scale_error = None
+            except StackError as exc:
+                scale_error = str(exc)
+            finally:
+                t.scale_s += time.monotonic() - t0
+            for spec in group.runs:
+                k = next(counter)
+                if scale_error:
+                    record = _failed_record(config, spec, stack, f"stack not ready: {scale_error}")
+                else:
+                    record = _run_point(config, spec, stack, t, say, k, total)
+                _finish(config, outcome, record, say, k, total)
+                if record.status == "completed" and not _stack_whole(record):
+                    # A replica died during this run: bring the stack back to N healthy before the next one.
+                    t0 = time.monotonic()
+                    try:
+                        stack.scale(group.models, config.startup_timeout_s)
+                    except StackError as exc:
+                        scale_error = f"could not restore {group.models} replicas: {exc}"
+                    finally:
+                        t.scale_s += time.monotonic() - t0
+        t0 = time.monotonic()
+    t.teardown_s += time.monotonic() - t0
+
+
+def _stack_whole(record: RunRecord) -> bool:
+    return not any("replica" in reason for reason in record.validity.reasons)
+
+
+def _finish(config: Config, outcome: GridOutcome, record: RunRecord, say, k: int, total: int) -> None:
+    files = load.RunFiles.for_run(_spec_of(record), config.output_dir)
+    store.write(record, files.record)
+    outcome.records.append(record)
+    say(f"run {k}/{total} {record.id}: {summary_line(record)}")
+
+
+def _spec_of(record: RunRecord) -> RunSpec:
+    return RunSpec(record.variant, record.models, record.users, record.spawn_rate, record.run_time_s)
+
+
+def summary_line(record: RunRecord) -> str:
+    if record.load is None or record.status != "completed":
+        return f"{record.status.upper()}: {record.error}"
+    lat = record.load.latency_ms
+    verdict = "valid" if record.validity.valid else "INVALID: " + "; ".join(record.validity.reasons)
+    return (f"{record.load.requests} requests, {record.load.failures} failures, {record.load.rps:.1f} req/s, "
+            f"p50 {lat.get('p50', 0):.0f} ms, p95 {lat.get('p95', 0):.0f} ms [{verdict}]")
+
+
+def _stack_report(config: Config, spec: RunSpec, stack: ComposeStack, replicas: list[Replica],
+                  reports: list[ReplicaReport]) -> StackReport:
+    return StackReport(
+        project=stack.project,
+        compose_files=[str(p) for p in stack.files],
+        replicas_expected=spec.models,
+        replicas_seen=sum(1 for r in replicas if r.ready),
+        images=dict(sorted({r.name: r.image_id for r in replicas}.items())),
+        replicas=reports,
+    )
+
+
+def _failed_record(config: Config, spec: RunSpec, stack: ComposeStack, error: str) -> RunRecord:
+    stamp = now()
+    return RunRecord(
+        id=spec.id, variant=spec.variant, models=spec.models, users=spec.users, spawn_rate=spec.spawn_rate,
+        run_time_s=spec.run_time_s, host=config.host, status="failed", started_at=stamp, ended_at=stamp,
+        stack=StackReport(project=stack.project, compose_files=[str(p) for p in stack.files],
+                          replicas_expected=spec.models),
+        load=None, validity=Validity(valid=False, reasons=[error]), error=error,
+    )
+
+
+def _probe_all(config: Config, stack: ComposeStack, replicas: list[Replica]) -> dict[str, dict]:
+    return {r.container_id: (stack.probe(r, config.replica_port, config.replica_health_path) or {})
+            for r in replicas if r.status == "running"}
+
+
+def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, say, k: int,
+               total: int) -> RunRecord:
+    files = load.RunFiles.for_run(spec, config.output_dir)
+    t0 = time.monotonic()
+    before = stack.replicas()
+    probes_before = _probe_all(config, stack, before)
+    t.probe_s += time.monotonic() - t0
+    say(f"run {k}/{total} {spec.id}: {spec.users} users, spawn rate {spec.spawn_rate:g}/s, {spec.run_time_s}s")
+    started_at = now()
+    t0 = time.monotonic()
+    status, error = "completed", None
+    result: load.LoadResult | None = None
+    try:
+        result = load.run(spec, config.host, config.locustfile, files,
+                          load.locust_env(config.images_dir, config.predict_path))
+    except KeyboardInterrupt:
+        status, error = "interrupted", "interrupted by the user"
+    finally:
+        t.load_s += time.monotonic() - t0
+        ended_at = now()
+    if result is not None and result.error:
+        status, error = "failed", result.error
+
+    t0 = time.monotonic()
+    after = stack.replicas()
+    probes_after = _probe_all(config, stack, after) if status != "interrupted" else {}
+    stack.logs(files.stack_log)
+    t.probe_s += time.monotonic() - t0
+    reports = [_replica_report(r, probes_before.get(r.container_id, {}), probes_after.get(r.container_id, {}))
+               for r in after]
+    load_report = None
+    if result is not None and result.locust_exit is not None and not (result.error and not result.requests):
+        load_report = LoadReport(result.locust_exit, result.requests, result.failures, result.rps,
+                                 result.duration_s, result.latency_ms, result.failure_messages)
+    verdict = validity.judge(spec.variant, spec.models, load_report, error, before, after, reports)
+    record = RunRecord(
+        id=spec.id, variant=spec.variant, models=spec.models, users=spec.users, spawn_rate=spec.spawn_rate,
+        run_time_s=spec.run_time_s, host=config.host, status=status, started_at=started_at, ended_at=ended_at,
+        stack=_stack_report(config, spec, stack, after, reports), load=load_report, validity=verdict,
+        error=error, files={"html": files.html.name, "stats": files.stats_json.name,
+                            "locust_log": files.locust_log.name, "containers_log": files.stack_log.name},
+    )
+    if status == "interrupted":
+        store.write(record, files.record)
+        raise KeyboardInterrupt
+    return record
+
+
+def _replica_report(replica: Replica, before: dict, after: dict) -> ReplicaReport:
+    served = None
+    if isinstance(after.get("requests"), int) and isinstance(before.get("requests"), int):
+        served = after["requests"] - before["requests"]
+    return ReplicaReport(
+        container=replica.container_id[:12], name=replica.name, status=replica.status, health=replica.health,
+        restart_count=replica.restart_count, provider=after.get("provider"), device=after.get("device"),
+        device_name=after.get("device_name"), requests_served=served,
+    )
+
+
+def write_session(config: Config, outcome: GridOutcome) -> Path:
+    path = config.output_dir / "session.json"
+    store.write_atomic(path, json.dumps({
+        "finished_at": now(), "config": str(config.source), "runs": len(outcome.records),
+        "failed": len(outcome.failed), "skipped_variants": outcome.skipped_variants,
+        "timings_s": {k: round(v, 1) for k, v in outcome.timings.__dict__.items()},
+    }, indent=2) + "\n")
+    return path
+
+
+__all__ = ["run_grid", "GridOutcome", "UserError", "write_session"]

@@ -1,0 +1,197 @@
+"""One Locust run as a subprocess (its gevent patching stays out of the orchestrator), and its totals.
+
+Totals come from Locust's final JSON (`--json-file`), written at shutdown: the periodic `_stats.csv`
+is written once a second and not at the end, so it falls a few percent short of the real count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .plan import RunSpec, format_number
+
+PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where one run's files go: `<output>/<variant>/<models>_<users>_<spawn>.*`."""
+
+    folder: Path
+    stem: str
+
+    @classmethod
+    def for_run(cls, spec: RunSpec, output_dir: Path) -> RunFiles:
+        return cls(output_dir / spec.variant, spec.name)
+
+    @property
+    def html(self) -> Path:
+        return self.folder / f"{self.stem}.html"
+
+    @property
+    def csv_prefix(self) -> Path:
+        return self.folder / self.stem
+
+    @property
+    def stats_json(self) -> Path:  # Locust appends .json to --json-file
+        return self.folder / f"{self.stem}.stats.json"
+
+    @property
+    def record(self) -> Path:
+        return self.folder / f"{self.stem}.json"
+
+    @property
+    def locust_log(self) -> Path:
+        return self.folder / f"{self.stem}.locust.log"
+
+    @property
+    def stack_log(self) -> Path:
+        return self.folder / f"{self.stem}.containers.log"
+
+
+@dataclass
+class LoadResult:
+    locust_exit: int | None
+    requests: int = 0
+    failures: int = 0
+    rps: float = 0.0
+    duration_s: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    failure_messages: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+
+
+def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles) -> list[str]:
+    return [
+        sys.executable, "-m", "locust",
+        "-f", str(locustfile),
+        "--headless",
+        "--users", str(spec.users),
+        "--spawn-rate", format_number(spec.spawn_rate),
+        "--run-time", f"{spec.run_time_s}s",
+        "--host", host,
+        "--html", str(files.html),
+        "--csv", str(files.csv_prefix),
+        "--json-file", str(files.stats_json.with_suffix("")),
+        "--only-summary",
+        # Users finish their request in flight at the end instead of counting it as an error.
+        "--stop-timeout", "10",
+        "--loglevel", "WARNING",
+    ]
+
+
+def locust_env(images_dir: Path, predict_path: str) -> dict[str, str]:
+    return {**os.environ, "LOADGRID_IMAGES_DIR": str(images_dir), "LOADGRID_PREDICT_PATH": predict_path}
+
+
+def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[str, str]) -> LoadResult:
+    files.folder.mkdir(parents=True, exist_ok=True)
+    cmd = locust_command(spec, host, locustfile, files)
+    # Bounded: run time + spawn-up + stop timeout + a margin for start-up and writing the report.
+    limit = spec.run_time_s + 10 + 60
+    with open(files.locust_log, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=files.folder,
+                                stdin=subprocess.DEVNULL)
+        try:
+            exit_code = proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            return LoadResult(locust_exit=None, error=f"Locust did not finish within {limit}s (see {files.locust_log})")
+        except BaseException:  # Ctrl-C or SIGTERM: stop Locust too, then let the caller tear down
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            raise
+    return parse_result(exit_code, files)
+
+
+def parse_result(exit_code: int, files: RunFiles) -> LoadResult:
+    try:
+        entries = json.loads(files.stats_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        log_tail = _tail(files.locust_log)
+        return LoadResult(locust_exit=exit_code, error=f"Locust wrote no final stats (exit {exit_code}): {log_tail}")
+    result = totals(entries)
+    result.locust_exit = exit_code
+    result.failure_messages = _failures(files)
+    # Locust exits 1 when any request failed; that is a measured outcome, not a broken run.
+    if exit_code not in (0, 1):
+        result.error = f"Locust exited with {exit_code}: {_tail(files.locust_log)}"
+    return result
+
+
+def totals(entries: list[dict]) -> LoadResult:
+    """Aggregate Locust's per-endpoint JSON stats into one result (percentiles from the merged histogram)."""
+    histogram: dict[int, int] = {}
+    requests = failures = 0
+    start = math.inf
+    end = 0.0
+    max_ms = 0.0
+    for entry in entries:
+        requests += entry["num_requests"]
+        failures += entry["num_failures"]
+        max_ms = max(max_ms, entry.get("max_response_time") or 0.0)
+        if entry["num_requests"]:
+            start = min(start, entry["start_time"])
+            end = max(end, entry["last_request_timestamp"])
+        for ms, count in entry["response_times"].items():
+            histogram[int(float(ms))] = histogram.get(int(float(ms)), 0) + count
+    duration = end - start if requests and end > start else 0.0
+    latency = {name: percentile(histogram, q) for name, q in PERCENTILES.items()}
+    latency["max"] = round(max_ms, 1)
+    latency["mean"] = round(sum(ms * n for ms, n in histogram.items()) / requests, 1) if requests else 0.0
+    return LoadResult(locust_exit=0, requests=requests, failures=failures,
+                      rps=round(requests / duration, 2) if duration else 0.0,
+                      duration_s=round(duration, 2), latency_ms=latency)
+
+
+def percentile(histogram: dict[int, int], q: float) -> float:
+    """The smallest bucket at or below which a fraction `q` of the requests fall (Locust's rounding)."""
+    total = sum(histogram.values())
+    if not total:
+        return 0.0
+    needed = math.ceil(q * total)
+    seen = 0
+    for ms in sorted(histogram):
+        seen += histogram[ms]
+        if seen >= needed:
+            return float(ms)
+    return float(max(histogram))
+
+
+def _failures(files: RunFiles) -> dict[str, int]:
+    path = files.folder / f"{files.stem}_failures.csv"
+    out: dict[str, int] = {}
+    try:
+        import csv
+
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                out[row.get("Error", "?")] = out.get(row.get("Error", "?"), 0) + int(row.get("Occurrences", 0))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = [line for line in path.read_text().splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return " | ".join(text[-lines:]) or "empty log"

@@ -1,0 +1,102 @@
+"""Config -> the list of runs, as a pure function: `--dry-run` prints it and tests cover it without Docker.
+
+Order reuses the stack: each variant's images are built once, each (variant, replicas) stack is brought
+up once, and all of its users x spawn-rate points run against it before the next stack size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+
+
+def format_number(value: float) -> str:
+    """10.0 -> '10', 0.5 -> '0.5': the form used in run names and file names."""
+    return f"{value:g}"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    variant: str
+    models: int
+    users: int
+    spawn_rate: float
+    run_time_s: int
+
+    @property
+    def name(self) -> str:
+        """`<models>_<users>_<spawn>`, the stem of this run's report files."""
+        return f"{self.models}_{self.users}_{format_number(self.spawn_rate)}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant}/{self.name}"
+
+    def html_path(self, output_dir: Path) -> Path:
+        return output_dir / self.variant / f"{self.name}.html"
+
+
+@dataclass(frozen=True)
+class StackGroup:
+    """One stack size of one variant, and the load points run against it."""
+
+    variant: str
+    models: int
+    compose_files: tuple[Path, ...]
+    runs: tuple[RunSpec, ...]
+
+
+@dataclass(frozen=True)
+class Plan:
+    groups: tuple[StackGroup, ...]
+
+    @property
+    def runs(self) -> tuple[RunSpec, ...]:
+        return tuple(run for group in self.groups for run in group.runs)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(group.variant for group in self.groups))
+
+    @property
+    def load_time_s(self) -> int:
+        return sum(run.run_time_s for run in self.runs)
+
+
+def build(config: Config) -> Plan:
+    groups = []
+    for variant in config.variants:
+        for models in config.num_models_list:
+            runs = tuple(
+                RunSpec(variant, models, users, spawn, config.run_time_s)
+                for users in config.num_users_list
+                for spawn in config.spawn_rate_list
+            )
+            groups.append(StackGroup(variant, models, config.compose_files_for(variant), runs))
+    return Plan(tuple(groups))
+
+
+def describe(plan: Plan, config: Config) -> str:
+    """Human-readable plan for --dry-run: every run, its report path, and the time Locust will take."""
+    lines = []
+    total = len(plan.runs)
+    k = 0
+    for variant in plan.variants:
+        files = " ".join(str(p) for p in config.compose_files_for(variant))
+        lines.append(f"variant {variant}: build images once from {files}")
+        for group in (g for g in plan.groups if g.variant == variant):
+            lines.append(f"  stack: {config.service} x {group.models} (project {config.project}-{variant})")
+            for run in group.runs:
+                k += 1
+                lines.append(
+                    f"    run {k}/{total}: {run.id}  users={run.users} spawn_rate={format_number(run.spawn_rate)}"
+                    f" run_time={run.run_time_s}s -> {run.html_path(config.output_dir)}"
+                )
+    minutes, seconds = divmod(plan.load_time_s, 60)
+    lines.append(
+        f"{total} runs, {len(plan.groups)} stack sizes; load time {minutes}m{seconds:02d}s "
+        f"(plus image builds, scaling and start-up)"
+    )
+    return "\n".join(lines)

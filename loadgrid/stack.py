@@ -1,0 +1,263 @@
+"""Docker Compose control for one variant's stack: build, scale, inspect replicas, tear down.
+
+Everything here shells out to `docker compose` / `docker` (the CLI a user would type), so what the tool
+does can be replayed by hand. Every container and network carries the compose project label, which is
+how `down`, the tests and crash checks find them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+class StackError(UserError):
+    """The stack could not be brought to the state a run needs (build, start, health)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=1)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One container of the scaled service, as `docker inspect` sees it."""
+
+    container_id: str
+    name: str
+    status: str  # running, exited, restarting, ...
+    health: str | None  # healthy, unhealthy, starting, or None without a health check
+    started_at: str
+    restart_count: int
+    exit_code: int
+    oom_killed: bool
+    image_id: str
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "running" and self.health in ("healthy", None)
+
+
+def _run(cmd: list[str], *, timeout: float, env: dict | None = None, check: bool = True,
+         log_path: Path | None = None) -> subprocess.CompletedProcess:
+    try:
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "w") as log:
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
+                                      timeout=timeout, stdin=subprocess.DEVNULL)
+        else:
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise StackError("docker: command not found; install Docker (or run ./setup.sh)") from None
+    except subprocess.TimeoutExpired:
+        raise StackError(f"{' '.join(cmd[:4])} ...: no answer within {timeout:.0f}s") from None
+    if check and proc.returncode != 0:
+        detail = _last_line(proc.stderr if log_path is None else log_path.read_text())
+        where = f" (full log: {log_path})" if log_path else ""
+        raise StackError(f"{' '.join(cmd[:2])} {_verb(cmd)} failed: {detail}{where}")
+    return proc
+
+
+def _verb(cmd: list[str]) -> str:
+    for word in cmd[2:]:
+        if not word.startswith("-") and word in ("build", "up", "down", "ps", "restart", "config", "logs"):
+            return word
+    return ""
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else "no output"
+
+
+def check_engine() -> None:
+    """Fail early, in one line, when Docker or Compose v2 is not usable."""
+    proc = _run(["docker", "info", "--format", "{{.ServerVersion}}"], timeout=20, check=False)
+    if proc.returncode != 0:
+        raise StackError("Docker daemon not reachable (docker info failed): start it, or run ./setup.sh")
+    proc = _run(["docker", "compose", "version", "--short"], timeout=20, check=False)
+    if proc.returncode != 0:
+        raise StackError("Docker Compose v2 missing (`docker compose version` failed): install the compose plugin, "
+                         "or run ./setup.sh")
+
+
+class ComposeStack:
+    def __init__(self, project: str, files: tuple[Path, ...], service: str, *,
+                 env: dict[str, str] | None = None, gateway_service: str | None = "gateway"):
+        self.project = project
+        self.files = files
+        self.service = service
+        self.gateway_service = gateway_service
+        self.env = {**os.environ, **(env or {})}
+
+    def command(self, *args: str) -> list[str]:
+        cmd = ["docker", "compose", "--project-name", self.project,
+               "--project-directory", str(self.files[0].parent)]
+        for path in self.files:
+            cmd += ["-f", str(path)]
+        return cmd + list(args)
+
+    def validate(self) -> list[str]:
+        """`compose config`: fails with the file named when a compose file is invalid; returns the services."""
+        proc = _run(self.command("config", "--services"), timeout=60, env=self.env, check=False)
+        if proc.returncode != 0:
+            files = ", ".join(str(p) for p in self.files)
+            raise StackError(f"compose file invalid ({files}): {_last_line(proc.stderr)}")
+        services = proc.stdout.split()
+        if self.service not in services:
+            raise UserError(f"config: service: {self.service!r} is not a service of {self.files[0].name} "
+                            f"(it has {', '.join(services)}); set service to the one to scale")
+        if self.gateway_service not in services:
+            self.gateway_service = None
+        return services
+
+    def build(self, log_path: Path, timeout_s: float = 3600) -> None:
+        _run(self.command("build"), timeout=timeout_s, env=self.env, log_path=log_path)
+
+    def scale(self, replicas: int, timeout_s: int) -> list[Replica]:
+        """Bring the service to exactly `replicas` healthy containers (health checks decide readiness)."""
+        _run(self.command("up", "--detach", "--no-build", "--remove-orphans", "--scale",
+                          f"{self.service}={replicas}", "--wait", "--wait-timeout", str(timeout_s)),
+             timeout=timeout_s + 60, env=self.env)
+        if self.gateway_service:
+            # A gateway caches the replicas' addresses for a moment; a restart makes it see the new set now
+            # instead of sending the first seconds of the next run to a removed replica.
+            _run(self.command("restart", self.gateway_service), timeout=120, env=self.env)
+            _run(self.command("up", "--detach", "--no-build", "--scale", f"{self.service}={replicas}",
+                              "--wait", "--wait-timeout", str(timeout_s)), timeout=timeout_s + 60, env=self.env)
+        found = self.replicas()
+        ready = [r for r in found if r.ready]
+        if len(ready) != replicas or len(found) != replicas:
+            states = ", ".join(f"{r.name}={r.status}/{r.health}" for r in found) or "none"
+            raise StackError(f"expected {replicas} healthy {self.service} replicas, found {len(ready)} ({states})")
+        return found
+
+    def container_ids(self, service: str | None = None) -> list[str]:
+        cmd = ["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={PROJECT_LABEL}={self.project}"]
+        if service:
+            cmd += ["--filter", f"label={SERVICE_LABEL}={service}"]
+        return _run(cmd, timeout=30).stdout.split()
+
+    def replicas(self) -> list[Replica]:
+        ids = self.container_ids(self.service)
+        if not ids:
+            return []
+        proc = _run(["docker", "inspect", *ids], timeout=30, check=False)
+        if proc.returncode != 0:  # a container vanished between ps and inspect: ask again once
+            ids = self.container_ids(self.service)
+            proc = _run(["docker", "inspect", *ids], timeout=30) if ids else None
+        return sorted((_replica(item) for item in json.loads(proc.stdout)) if proc else [], key=lambda r: r.name)
+
+    def probe(self, replica: Replica, port: int, path: str) -> dict | None:
+        """GET a replica's own endpoint from inside its container (replicas publish no port).
+
+        Tries python3, then curl, then wget, so it works on most images; None when none answers.
+        """
+        url = f"http://127.0.0.1:{port}{path}"
+        code = ("import sys,urllib.request as u\n"
+                "try: r=u.urlopen(sys.argv[1],timeout=5)\n"
+                "except Exception as e: r=getattr(e,'fp',None)\n"
+                "sys.stdout.write(r.read().decode() if r else '')")
+        attempts = [["python3", "-c", code, url], ["curl", "-sS", url], ["wget", "-qO-", url]]
+        for attempt in attempts:
+            proc = _run(["docker", "exec", replica.container_id, *attempt], timeout=20, check=False)
+            if proc.returncode == 0 and proc.stdout.strip():
+                try:
+                    answer = json.loads(proc.stdout)
+                except json.JSONDecodeError:
+                    return None
+                return answer if isinstance(answer, dict) else None
+        return None
+
+    def logs(self, path: Path, tail: int = 500) -> None:
+        _run(self.command("logs", "--no-color", "--timestamps", "--tail", str(tail)), timeout=60, env=self.env,
+             check=False, log_path=path)
+
+    def down(self) -> None:
+        """Remove every container, network and volume of the project; safe to call when nothing runs."""
+        _run(self.command("down", "--volumes", "--remove-orphans", "--timeout", "10"), timeout=180, env=self.env,
+             check=False)
+        left = self.container_ids()
+        if left:  # `down` only knows the services of these files: remove the rest of our label too
+            _run(["docker", "rm", "--force", "--volumes", *left], timeout=60, check=False)
+
+
+def _replica(item: dict) -> Replica:
+    state = item.get("State", {})
+    health = (state.get("Health") or {}).get("Status")
+    return Replica(
+        container_id=item["Id"],
+        name=item.get("Name", "").lstrip("/"),
+        status=state.get("Status", "unknown"),
+        health=health,
+        started_at=state.get("StartedAt", ""),
+        restart_count=int(item.get("RestartCount", 0)),
+        exit_code=int(state.get("ExitCode", 0)),
+        oom_killed=bool(state.get("OOMKilled", False)),
+        image_id=item.get("Image", ""),
+    )
+
+
+@contextmanager
+def running(stack: ComposeStack) -> Iterator[ComposeStack]:
+    """Start from a clean slate and always tear down: on success, error, Ctrl-C or SIGTERM."""
+    stack.down()
+    try:
+        yield stack
+    finally:
+        with _signals_held():
+            stack.down()
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Ignore SIGINT/SIGTERM while tearing down, so a second Ctrl-C cannot leave containers behind.
+
+    Ignored signals stay ignored in the `docker compose down` child too, so it also runs to the end.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def wait_reachable(url: str, timeout_s: float = 30) -> None:
+    """Poll `url` until it gives any HTTP answer below 500, bounded by `timeout_s`."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                if resp.status < 500:
+                    return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                return
+            last = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(getattr(exc, "reason", exc))
+        time.sleep(0.2)  # pacing between polls of a bounded loop, not synchronisation
+    raise StackError(f"host {url} not reachable {timeout_s:.0f}s after the stack was up ({last}); "
+                     "check host and the gateway's published port in the config")

@@ -1,0 +1,140 @@
+"""Run records: versioned JSON next to each Locust report, written atomically, read through one function.
+
+Reports are rendered only from what is stored here, so they can be rebuilt without re-running anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class ReplicaReport:
+    container: str
+    name: str
+    status: str
+    health: str | None
+    restart_count: int = 0
+    provider: str | None = None  # what the replica says it runs on, from its health endpoint
+    device: str | None = None
+    device_name: str | None = None
+    requests_served: int | None = None  # during this run, from the replica's own counter
+
+
+@dataclass
+class StackReport:
+    project: str
+    compose_files: list[str]
+    replicas_expected: int
+    replicas_seen: int = 0
+    images: dict[str, str] = field(default_factory=dict)
+    replicas: list[ReplicaReport] = field(default_factory=list)
+
+
+@dataclass
+class LoadReport:
+    locust_exit: int | None
+    requests: int = 0
+    failures: int = 0
+    rps: float = 0.0
+    duration_s: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    failure_messages: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Validity:
+    valid: bool
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunRecord:
+    id: str
+    variant: str
+    models: int
+    users: int
+    spawn_rate: float
+    run_time_s: int
+    host: str
+    status: str  # "completed" (Locust ran to the end), "failed" (no measurement), "interrupted"
+    started_at: str
+    ended_at: str
+    stack: StackReport
+    load: LoadReport | None
+    validity: Validity
+    error: str | None = None
+    files: dict[str, str] = field(default_factory=dict)
+    schema: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, **{k: v for k, v in asdict(self).items() if k != "schema"}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "record") -> RunRecord:
+        schema = data.get("schema")
+        if schema != SCHEMA_VERSION:
+            raise UserError(f"{source}: record schema {schema!r} is not supported by this loadgrid "
+                            f"(reads schema {SCHEMA_VERSION}); re-run the grid or use the loadgrid that wrote it",
+                            exit_code=1)
+        try:
+            stack = dict(data["stack"])
+            stack["replicas"] = [ReplicaReport(**r) for r in stack.get("replicas", [])]
+            fields = {k: v for k, v in data.items() if k not in ("schema", "stack", "load", "validity")}
+            return cls(
+                **fields,
+                stack=StackReport(**stack),
+                load=LoadReport(**data["load"]) if data.get("load") else None,
+                validity=Validity(**data["validity"]),
+            )
+        except (KeyError, TypeError) as exc:
+            raise UserError(f"{source}: not a loadgrid run record ({exc}); remove it or re-run that point",
+                            exit_code=1) from None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file in the same folder, then rename: never a half-written file under `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(record: RunRecord, path: Path) -> None:
+    write_atomic(path, json.dumps(record.to_dict(), indent=2, sort_keys=False) + "\n")
+
+
+def load(path: Path) -> RunRecord:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: cannot read run record ({exc})", exit_code=1) from None
+    return RunRecord.from_dict(data, source=str(path))
+
+
+def record_paths(output_dir: Path) -> list[Path]:
+    """Every run record under `output_dir/<variant>/`: `<m>_<u>_<s>.json` (not Locust's `.stats.json`)."""
+    return sorted(p for p in output_dir.glob("*/*.json") if not p.name.endswith(".stats.json"))
+
+
+def load_all(output_dir: Path) -> list[RunRecord]:
+    if not output_dir.is_dir():
+        raise UserError(f"{output_dir}: no such output folder; run the grid first or pass the right folder",
+                        exit_code=1)
+    return [load(p) for p in record_paths(output_dir)]

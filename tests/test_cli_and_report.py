@@ -1,0 +1,60 @@
+"""CLI behaviour without Docker: dry-run, one-line errors and exit codes, report rebuild."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import subprocess
+import sys
+
+from loadgrid import cli, report, store
+from test_store_and_validity import record
+
+from loadgrid.store import Validity
+
+
+def test_dry_run_prints_every_run_and_starts_nothing(project_root, capsys, monkeypatch):
+    def no_docker(*a, **k):
+        raise AssertionError("dry-run must not call docker")
+
+    monkeypatch.setattr(subprocess, "run", no_docker)
+    monkeypatch.setattr(subprocess, "Popen", no_docker)
+    assert cli.main(["--config", str(project_root / "config.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "cpu/1_4_4" in out and "reports/cpu/2_16_4.html" in out and "4 runs" in out
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path, project_root):
+    for name in ("docker-compose.yml", "locustfile.py"):
+        shutil.copy(project_root / name, tmp_path / name)
+    shutil.copytree(project_root / "images", tmp_path / "images")
+    (tmp_path / "config.yaml").write_text(
+        "num_models_list: [1]\nnum_users_list: [1]\nspawn_rate_list: [1]\nrun_time: 5x\nhost: http://localhost:1\n")
+    proc = subprocess.run([sys.executable, str(project_root / "orchestrate.py"), "--config",
+                           str(tmp_path / "config.yaml")], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "run_time" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_report_rebuilds_from_stored_records(tmp_path, capsys):
+    store.write(record(), tmp_path / "cpu" / "2_50_10.json")
+    bad = record(id="cpu/1_50_10", models=1, validity=Validity(False, ["replica m1 restarted during the run"]))
+    store.write(bad, tmp_path / "cpu" / "1_50_10.json")
+    assert cli.main(["report", str(tmp_path)]) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    assert [r["id"] for r in rows] == ["cpu/1_50_10", "cpu/2_50_10"]
+    assert rows[0]["valid"] == "no" and "restarted" in rows[0]["reasons"]
+    assert rows[1]["rps"] == "10.0" and rows[1]["report"] == "cpu/2_50_10.html"
+    page = (tmp_path / "index.html").read_text()
+    assert 'href="cpu/2_50_10.html"' in page and "restarted during the run" in page
+
+
+def test_report_of_missing_folder_is_one_line(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nope")]) == 1
+    assert "no such output folder" in capsys.readouterr().err
+
+
+def test_summary_columns_are_stable():
+    assert report.SUMMARY_COLUMNS[:5] == ["id", "variant", "models", "users", "spawn_rate"]

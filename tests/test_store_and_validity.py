@@ -1,0 +1,105 @@
+"""Run records (versioned, atomic) and the validity judgement: pure, no Docker."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from loadgrid import store, validity
+from loadgrid.errors import UserError
+from loadgrid.stack import Replica
+from loadgrid.store import LoadReport, ReplicaReport, RunRecord, StackReport, Validity
+
+
+def record(**changes) -> RunRecord:
+    values = dict(
+        id="cpu/2_50_10", variant="cpu", models=2, users=50, spawn_rate=10.0, run_time_s=60,
+        host="http://localhost:8080", status="completed", started_at="t0", ended_at="t1",
+        stack=StackReport("loadgrid-cpu", ["/x/docker-compose.yml"], 2, 2, {"m1": "sha256:1"},
+                          [ReplicaReport("abc", "m1", "running", "healthy", provider="CPUExecutionProvider",
+                                         requests_served=10)]),
+        load=LoadReport(0, 100, 0, 10.0, 10.0, {"p50": 10.0, "p95": 20.0}),
+        validity=Validity(True, []), files={"html": "2_50_10.html"},
+    )
+    values.update(changes)
+    return RunRecord(**values)
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "cpu" / "2_50_10.json"
+    store.write(record(), path)
+    data = json.loads(path.read_text())
+    assert data["schema"] == store.SCHEMA_VERSION and list(data)[0] == "schema"
+    assert store.load(path) == record()
+    assert store.load_all(tmp_path) == [record()]
+
+
+def test_unknown_schema_is_refused_with_a_clear_line(tmp_path):
+    path = tmp_path / "cpu" / "1_1_1.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({**record().to_dict(), "schema": 99}))
+    with pytest.raises(UserError, match="schema 99 is not supported"):
+        store.load(path)
+
+
+def test_locust_stats_json_is_not_taken_for_a_record(tmp_path):
+    store.write(record(), tmp_path / "cpu" / "2_50_10.json")
+    (tmp_path / "cpu" / "2_50_10.stats.json").write_text("[]")
+    assert [p.name for p in store.record_paths(tmp_path)] == ["2_50_10.json"]
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "r.json"
+    target.write_text("old")
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(store.os, "replace", boom)
+    with pytest.raises(OSError):
+        store.write_atomic(target, "new")
+    assert target.read_text() == "old"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def replica(cid="c1", name="m1", status="running", health="healthy", started="s", restarts=0, exit_code=0,
+            oom=False) -> Replica:
+    return Replica(cid, name, status, health, started, restarts, exit_code, oom, "sha256:1")
+
+
+OK_LOAD = LoadReport(0, 100, 0, 10.0, 10.0, {})
+
+
+def test_valid_run():
+    v = validity.judge("cpu", 1, OK_LOAD, None, [replica()], [replica()],
+                       [ReplicaReport("c1", "m1", "running", "healthy", provider="CPUExecutionProvider")])
+    assert v == Validity(True, [])
+
+
+@pytest.mark.parametrize("after, words", [
+    ([replica(status="exited", exit_code=137, oom=True)], ["m1 exited", "137", "OOM-killed"]),
+    ([replica(started="s2", restarts=1)], ["m1 restarted"]),
+    ([], ["disappeared", "0 of 1 replicas"]),
+    ([replica(health="unhealthy")], ["unhealthy"]),
+])
+def test_crashed_replica_makes_the_run_invalid(after, words):
+    v = validity.judge("cpu", 1, OK_LOAD, None, [replica()], after, [])
+    assert not v.valid
+    text = "; ".join(v.reasons)
+    for word in words:
+        assert word in text
+
+
+def test_failed_requests_make_the_run_invalid():
+    load = LoadReport(1, 100, 5, 10.0, 10.0, {}, {"HTTP 502": 5})
+    v = validity.judge("cpu", 1, load, None, [replica()], [replica()], [])
+    assert not v.valid and "5 of 100 requests failed" in v.reasons[0] and "HTTP 502" in v.reasons[0]
+
+
+def test_gpu_run_on_cpu_is_invalid():
+    reports = [ReplicaReport("c1", "m1", "running", "healthy", provider="CPUExecutionProvider")]
+    v = validity.judge("gpu", 1, OK_LOAD, None, [replica()], [replica()], reports)
+    assert not v.valid and "not on the GPU" in v.reasons[0]
+    reports[0].provider = "CUDAExecutionProvider"
+    assert validity.judge("gpu", 1, OK_LOAD, None, [replica()], [replica()], reports).valid
