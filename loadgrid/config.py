@@ -41,6 +41,8 @@ class Config:
     replica_health_path: str = "/health"
     replica_port: int = 8000
     startup_timeout_s: int = 300
+    # The comparison report's capacity: the highest throughput whose p95 stays under this target.
+    latency_target_ms: float = 500.0
     source: Path = field(default=Path("config.yaml"), compare=False)
 
     def compose_files_for(self, variant: str) -> tuple[Path, ...]:
@@ -130,6 +132,13 @@ def _positive_int(raw: dict, key: str) -> int:
     return value
 
 
+def _positive_number(raw: dict, key: str) -> float:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise _bad(key, value, "a number above zero")
+    return float(value)
+
+
 def _host(raw: dict, key: str) -> str:
     value = _string(raw, key)
     parsed = urlparse(value)
@@ -160,7 +169,7 @@ def _variants(raw: dict, key: str) -> tuple[str, ...]:
 _REQUIRED = ("num_models_list", "num_users_list", "spawn_rate_list", "run_time", "host")
 _OPTIONAL = (
     "variants", "compose_files", "gpu_compose_files", "service", "project", "output_dir", "locustfile",
-    "images_dir", "predict_path", "replica_health_path", "replica_port", "startup_timeout",
+    "images_dir", "predict_path", "replica_health_path", "replica_port", "startup_timeout", "latency_target_ms",
 )
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -235,6 +244,7 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml")) -> Co
         replica_port=_positive_int(raw, "replica_port") if "replica_port" in raw else 8000,
         startup_timeout_s=parse_duration(raw["startup_timeout"], "startup_timeout") if "startup_timeout" in raw
         else 300,
+        latency_target_ms=_positive_number(raw, "latency_target_ms") if "latency_target_ms" in raw else 500.0,
         source=source,
     )
 
