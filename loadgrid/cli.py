@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__, grid, report, stack
+from . import __version__, grid, report, stack, store
 from . import config as config_mod
 from . import plan as plan_mod
 from .errors import UserError
@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the grid (the default command)")
     run.add_argument("--config", "-c", default="config.yaml", help="grid config (default: config.yaml)")
     run.add_argument("--dry-run", action="store_true", help="print every planned run; start nothing")
+    run.add_argument("--resume", action="store_true",
+                     help="skip points that already have a finished record made with the same settings")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="like --resume, but run failed and invalid points again (only valid ones are kept)")
     run.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
     rep = sub.add_parser("report", help="rebuild summary.csv and index.html from stored records")
     rep.add_argument("output", nargs="?", default="reports", help="output folder (default: reports)")
@@ -70,10 +74,19 @@ def main(argv: list[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     config = config_mod.load(args.config)
     plan = plan_mod.build(config)
+    if args.resume or args.retry_failed:
+        fingerprints = {spec.id: plan_mod.fingerprint(config, spec) for spec in plan.runs}
+        done = store.finished_points(config.output_dir, fingerprints, retry_failed=args.retry_failed)
+        plan = plan_mod.remaining(plan, done)
+        print(f"resuming: {len(done)} finished runs kept, {len(plan.runs)} to run")
     if args.dry_run:
         print(plan_mod.describe(plan, config))
         return 0
+    if not plan.runs:
+        report.write_all(config.output_dir)
+        return 0
     stack.check_engine()
+    grid.preflight(config, plan)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         outcome = grid.run_grid(config, plan)

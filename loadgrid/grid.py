@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from . import load, store, validity
+from . import plan as plan_mod
 from .config import Config
 from .errors import UserError
 from .plan import Plan, RunSpec, StackGroup
@@ -51,6 +52,34 @@ class GridOutcome:
         return [r for r in self.records if r.status != "completed"]
 
 
+class Progress:
+    """Run k of n, elapsed, and an ETA: the load time left plus the overhead per run seen so far."""
+
+    def __init__(self, plan: Plan):
+        self.total = len(plan.runs)
+        self.remaining_load_s = plan.load_time_s
+        self.load_done_s = 0
+        self.started = time.monotonic()
+        self.done = 0
+
+    def begin(self, spec: RunSpec) -> str:
+        elapsed = time.monotonic() - self.started
+        overhead = (elapsed - self.load_done_s) / self.done if self.done else 0.0
+        eta = self.remaining_load_s + max(overhead, 0.0) * (self.total - self.done)
+        return f"run {self.done + 1}/{self.total} {spec.id} (elapsed {_clock(elapsed)}, ETA {_clock(eta)})"
+
+    def end(self, spec: RunSpec) -> str:
+        self.done += 1
+        self.remaining_load_s -= spec.run_time_s
+        self.load_done_s += spec.run_time_s
+        return f"run {self.done}/{self.total} {spec.id}"
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -81,28 +110,50 @@ def gpu_unavailable() -> str | None:
     return None
 
 
+def preflight(config: Config, plan: Plan) -> None:
+    """Faults found before anything starts: invalid compose files, a taken gateway port."""
+    for variant in plan.variants:
+        stack = make_stack(config, variant)
+        stack.validate()
+        port = stack.env.get("LOADGRID_GATEWAY_PORT")
+        if port and not stack.container_ids() and _port_taken(int(port)):
+            raise UserError(f"host: port {port} is already in use on this machine; stop what listens there "
+                            f"or set host to another port (the gateway is published on host's port)", exit_code=1)
+
+
+def _port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
 def run_grid(config: Config, plan: Plan, say: Callable[[str], None] = print) -> GridOutcome:
     outcome = GridOutcome()
     started = time.monotonic()
-    total = len(plan.runs)
-    counter = iter(range(1, total + 1))
+    progress = Progress(plan)
     try:
         for variant in plan.variants:
             groups = [g for g in plan.groups if g.variant == variant]
             if variant == "gpu" and (why := gpu_unavailable()):
                 outcome.skipped_variants[variant] = why
                 say(f"gpu variant skipped: {why}")
-                for _ in (r for g in groups for r in g.runs):
-                    next(counter)
+                for spec in (r for g in groups for r in g.runs):
+                    progress.end(spec)
                 continue
-            _run_variant(config, variant, groups, outcome, counter, total, say)
+            _run_variant(config, variant, groups, outcome, progress, say)
     finally:
         outcome.timings.wall_s = time.monotonic() - started
     return outcome
 
 
 def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome: GridOutcome,
-                 counter, total: int, say: Callable[[str], None]) -> None:
+                 progress: Progress, say: Callable[[str], None]) -> None:
     stack = make_stack(config, variant)
     stack.validate()
     out = config.output_dir / variant
@@ -120,7 +171,7 @@ def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome
             say(f"[{variant}] image build failed: {exc}")
             for spec in (r for g in groups for r in g.runs):
                 _finish(config, outcome, _failed_record(config, spec, stack, f"image build failed: {exc}"), say,
-                        next(counter), total)
+                        progress)
             return
         for group in groups:
             t0 = time.monotonic()
@@ -134,12 +185,11 @@ def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome
             finally:
                 t.scale_s += time.monotonic() - t0
             for spec in group.runs:
-                k = next(counter)
                 if scale_error:
                     record = _failed_record(config, spec, stack, f"stack not ready: {scale_error}")
                 else:
-                    record = _run_point(config, spec, stack, t, say, k, total)
-                _finish(config, outcome, record, say, k, total)
+                    record = _run_point(config, spec, stack, t, say, progress)
+                _finish(config, outcome, record, say, progress)
                 if record.status == "completed" and not _stack_whole(record):
                     # A replica died during this run: bring the stack back to N healthy before the next one.
                     t0 = time.monotonic()
@@ -157,11 +207,13 @@ def _stack_whole(record: RunRecord) -> bool:
     return not any("replica" in reason for reason in record.validity.reasons)
 
 
-def _finish(config: Config, outcome: GridOutcome, record: RunRecord, say, k: int, total: int) -> None:
-    files = load.RunFiles.for_run(_spec_of(record), config.output_dir)
+def _finish(config: Config, outcome: GridOutcome, record: RunRecord, say, progress: Progress) -> None:
+    spec = _spec_of(record)
+    files = load.RunFiles.for_run(spec, config.output_dir)
+    record.fingerprint = plan_mod.fingerprint(config, spec)
     store.write(record, files.record)
     outcome.records.append(record)
-    say(f"run {k}/{total} {record.id}: {summary_line(record)}")
+    say(f"{progress.end(spec)}: {summary_line(record)}")
 
 
 def _spec_of(record: RunRecord) -> RunSpec:
@@ -205,14 +257,14 @@ def _probe_all(config: Config, stack: ComposeStack, replicas: list[Replica]) -> 
             for r in replicas if r.status == "running"}
 
 
-def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, say, k: int,
-               total: int) -> RunRecord:
+def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, say,
+               progress: Progress) -> RunRecord:
     files = load.RunFiles.for_run(spec, config.output_dir)
     t0 = time.monotonic()
     before = stack.replicas()
     probes_before = _probe_all(config, stack, before)
     t.probe_s += time.monotonic() - t0
-    say(f"run {k}/{total} {spec.id}: {spec.users} users, spawn rate {spec.spawn_rate:g}/s, {spec.run_time_s}s")
+    say(f"{progress.begin(spec)}: {spec.users} users, spawn rate {spec.spawn_rate:g}/s, {spec.run_time_s}s")
     started_at = now()
     t0 = time.monotonic()
     status, error = "completed", None
@@ -248,6 +300,7 @@ def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, s
                             "locust_log": files.locust_log.name, "containers_log": files.stack_log.name},
     )
     if status == "interrupted":
+        record.fingerprint = plan_mod.fingerprint(config, spec)
         store.write(record, files.record)
         raise KeyboardInterrupt
     return record

@@ -100,3 +100,33 @@ def describe(plan: Plan, config: Config) -> str:
         f"(plus image builds, scaling and start-up)"
     )
     return "\n".join(lines)
+
+
+def fingerprint(config: Config, spec: RunSpec) -> str:
+    """What makes a stored run the same point as a planned one, for --resume.
+
+    Beyond the grid point itself: run time, host, endpoint, and the contents of the compose files,
+    locustfile and images. Changing any of them makes it a new point, run again rather than skipped.
+    """
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps([spec.variant, spec.models, spec.users, spec.spawn_rate, spec.run_time_s,
+                              config.host, config.predict_path, config.service]).encode())
+    files = list(config.compose_files_for(spec.variant)) + [config.locustfile]
+    files += sorted(p for p in config.images_dir.iterdir() if p.is_file())
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def remaining(plan: Plan, done: set[str]) -> Plan:
+    """The plan without the runs whose ids are in `done` (stack sizes left with no run are dropped)."""
+    groups = []
+    for group in plan.groups:
+        runs = tuple(r for r in group.runs if r.id not in done)
+        if runs:
+            groups.append(StackGroup(group.variant, group.models, group.compose_files, runs))
+    return Plan(tuple(groups))

@@ -74,6 +74,7 @@ class RunRecord:
     validity: Validity
     error: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    fingerprint: str = ""  # the point's settings and inputs, see plan.fingerprint; --resume matches on it
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +132,26 @@ def load(path: Path) -> RunRecord:
 def record_paths(output_dir: Path) -> list[Path]:
     """Every run record under `output_dir/<variant>/`: `<m>_<u>_<s>.json` (not Locust's `.stats.json`)."""
     return sorted(p for p in output_dir.glob("*/*.json") if not p.name.endswith(".stats.json"))
+
+
+def finished_points(output_dir: Path, fingerprints: dict[str, str], retry_failed: bool) -> set[str]:
+    """Ids of planned points that need no new run: a finished record with the same fingerprint.
+
+    --resume keeps every finished measurement (valid or not, and failed ones); --retry-failed keeps only
+    the valid ones, so failed and invalid points run again. Interrupted runs always run again.
+    """
+    done = set()
+    for path in record_paths(output_dir) if output_dir.is_dir() else []:
+        try:
+            record = load(path)
+        except UserError:
+            continue  # unreadable or another schema: run the point again rather than trust it
+        if fingerprints.get(record.id) != record.fingerprint or record.status == "interrupted":
+            continue
+        if retry_failed and not (record.status == "completed" and record.validity.valid):
+            continue
+        done.add(record.id)
+    return done
 
 
 def load_all(output_dir: Path) -> list[RunRecord]:

@@ -1,0 +1,67 @@
+"""End to end on the real engine, as a user runs it: a tiny grid, real stack, real Locust, real reports."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, project_resources
+
+pytestmark = pytest.mark.docker
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(path: Path, output: Path, port: int, project: str, **extra) -> Path:
+    lines = {
+        "num_models_list": "[1, 2]", "num_users_list": "[4]", "spawn_rate_list": "[2]", "run_time": "10s",
+        "host": f"http://127.0.0.1:{port}", "project": project, "output_dir": str(output),
+        "compose_files": f"[{ROOT / 'docker-compose.yml'}]", "locustfile": str(ROOT / "locustfile.py"),
+        "images_dir": str(ROOT / "images"), **extra,
+    }
+    path.write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
+    return path
+
+
+def test_tiny_grid_end_to_end(tmp_path):
+    project = "lgtest-e2e"
+    output = tmp_path / "reports"
+    config = write_config(tmp_path / "config.yaml", output, free_port(), project)
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), "--config", str(config)],
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        for name in ("1_4_2", "2_4_2"):
+            html = output / "cpu" / f"{name}.html"
+            assert html.is_file() and "locust" in html.read_text().lower()
+            record = json.loads((output / "cpu" / f"{name}.json").read_text())
+            assert record["status"] == "completed"
+            assert record["validity"] == {"valid": True, "reasons": []}, record["validity"]
+            load = record["load"]
+            assert load["requests"] > 0 and load["failures"] == 0
+            models = int(name[0])
+            assert record["stack"]["replicas_seen"] == models
+            replicas = record["stack"]["replicas"]
+            assert len(replicas) == models
+            assert all(r["provider"] == "CPUExecutionProvider" for r in replicas)
+            # every request Locust counted was served by one of the replicas (plus those in flight at the end)
+            served = sum(r["requests_served"] for r in replicas)
+            assert load["requests"] <= served <= load["requests"] + 4
+            assert (output / "cpu" / f"{name}.stats.json").is_file()
+        assert "cpu/2_4_2" in (output / "summary.csv").read_text()
+        assert 'href="cpu/1_4_2.html"' in (output / "index.html").read_text()
+        timings = json.loads((output / "session.json").read_text())["timings_s"]
+        assert timings["load_s"] >= 20
+    finally:
+        subprocess.run(["docker", "compose", "-p", f"{project}-cpu", "down", "-v", "--remove-orphans"],
+                       capture_output=True)
+    # nothing of the project is left, and the orchestrator (not the finally above) removed it
+    assert project_resources(f"{project}-cpu") == ([], []), "containers or networks left behind"
