@@ -43,6 +43,13 @@ class Config:
     startup_timeout_s: int = 300
     # The comparison report's capacity: the highest throughput whose p95 stays under this target.
     latency_target_ms: float = 500.0
+    # Honest runs: statistics start when every user is spawned, plus this warm-up.
+    warmup_s: int = 0
+    repeats: int = 1
+    # Locust processes (one core each at most); 0 = auto: what the cores allow beside the stack.
+    locust_processes: int = 0
+    # A run whose load generator used more than this share of its cores is client-bound, not capacity.
+    client_cpu_limit_pct: float = 60.0
     source: Path = field(default=Path("config.yaml"), compare=False)
 
     def compose_files_for(self, variant: str) -> tuple[Path, ...]:
@@ -52,8 +59,8 @@ class Config:
 _DURATION_PART = re.compile(r"(\d+)\s*(h|m|s)")
 
 
-def parse_duration(value: Any, key: str = "run_time") -> int:
-    """'90', 90, '30s', '1m', '1h30m' -> whole seconds (> 0)."""
+def parse_duration(value: Any, key: str = "run_time", allow_zero: bool = False) -> int:
+    """'90', 90, '30s', '1m', '1h30m' -> whole seconds (> 0, or >= 0 with allow_zero)."""
     if isinstance(value, bool):
         raise _bad(key, value, "a duration such as 30s, 1m or 1h30m")
     if isinstance(value, int):
@@ -69,7 +76,7 @@ def parse_duration(value: Any, key: str = "run_time") -> int:
         seconds = sum(int(n) * scale[u] for n, u in parts)
     else:
         raise _bad(key, value, "a duration such as 30s, 1m or 1h30m")
-    if seconds <= 0:
+    if seconds < 0 or (seconds == 0 and not allow_zero):
         raise _bad(key, value, "a duration above zero, such as 30s")
     return seconds
 
@@ -139,6 +146,22 @@ def _positive_number(raw: dict, key: str) -> float:
     return float(value)
 
 
+def _processes(raw: dict, key: str) -> int:
+    value = raw[key]
+    if value == "auto":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise _bad(key, value, "auto or a whole number of processes above zero")
+    return value
+
+
+def _percent(raw: dict, key: str) -> float:
+    value = _positive_number(raw, key)
+    if value > 100:
+        raise _bad(key, value, "a percentage between 0 and 100")
+    return value
+
+
 def _host(raw: dict, key: str) -> str:
     value = _string(raw, key)
     parsed = urlparse(value)
@@ -170,6 +193,7 @@ _REQUIRED = ("num_models_list", "num_users_list", "spawn_rate_list", "run_time",
 _OPTIONAL = (
     "variants", "compose_files", "gpu_compose_files", "service", "project", "output_dir", "locustfile",
     "images_dir", "predict_path", "replica_health_path", "replica_port", "startup_timeout", "latency_target_ms",
+    "warmup", "repeats", "locust_processes", "client_cpu_limit_pct",
 )
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -245,6 +269,10 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml")) -> Co
         startup_timeout_s=parse_duration(raw["startup_timeout"], "startup_timeout") if "startup_timeout" in raw
         else 300,
         latency_target_ms=_positive_number(raw, "latency_target_ms") if "latency_target_ms" in raw else 500.0,
+        warmup_s=parse_duration(raw["warmup"], "warmup", allow_zero=True) if "warmup" in raw else 0,
+        repeats=_positive_int(raw, "repeats") if "repeats" in raw else 1,
+        locust_processes=_processes(raw, "locust_processes") if "locust_processes" in raw else 0,
+        client_cpu_limit_pct=_percent(raw, "client_cpu_limit_pct") if "client_cpu_limit_pct" in raw else 60.0,
         source=source,
     )
 

@@ -12,11 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .plan import RunSpec, format_number
 
+WINDOW_PLUGIN = Path(__file__).with_name("locust_window.py")
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 
 
@@ -48,6 +50,10 @@ class RunFiles:
         return self.folder / f"{self.stem}.json"
 
     @property
+    def window_json(self) -> Path:
+        return self.folder / f"{self.stem}.window.json"
+
+    @property
     def locust_log(self) -> Path:
         return self.folder / f"{self.stem}.locust.log"
 
@@ -58,6 +64,8 @@ class RunFiles:
 
 @dataclass
 class LoadResult:
+    """Totals of the measurement window (steady state); `whole_run` adds the ramp-up and warm-up back."""
+
     locust_exit: int | None
     requests: int = 0
     failures: int = 0
@@ -66,12 +74,26 @@ class LoadResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     failure_messages: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    window: dict = field(default_factory=dict)
+    whole_run: dict = field(default_factory=dict)
+    generator: dict = field(default_factory=dict)
 
 
-def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles) -> list[str]:
+@dataclass(frozen=True)
+class LoadOptions:
+    """How Locust is run: processes (each one core at most), warm-up excluded from the window."""
+
+    processes: int = 1
+    warmup_s: int = 0
+
+
+def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles,
+                   options: LoadOptions = LoadOptions()) -> list[str]:
+    extra = ["--processes", str(options.processes)] if options.processes > 1 else []
     return [
         sys.executable, "-m", "locust",
-        "-f", str(locustfile),
+        "-f", f"{locustfile.resolve()},{WINDOW_PLUGIN}",
+        *extra,
         "--headless",
         "--users", str(spec.users),
         "--spawn-rate", format_number(spec.spawn_rate),
@@ -87,20 +109,79 @@ def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles) 
     ]
 
 
-def locust_env(images_dir: Path, predict_path: str) -> dict[str, str]:
-    return {**os.environ, "LOADGRID_IMAGES_DIR": str(images_dir), "LOADGRID_PREDICT_PATH": predict_path}
+def locust_env(images_dir: Path, predict_path: str, files: RunFiles | None = None,
+               options: LoadOptions = LoadOptions()) -> dict[str, str]:
+    env = {**os.environ, "LOADGRID_IMAGES_DIR": str(images_dir.resolve()), "LOADGRID_PREDICT_PATH": predict_path,
+           "LOADGRID_WARMUP_S": str(options.warmup_s)}
+    if files is not None:
+        env["LOADGRID_WINDOW_FILE"] = str(files.window_json)
+    return env
 
 
-def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[str, str]) -> LoadResult:
+class CpuMeter:
+    """CPU use of the Locust process tree, sampled about once a second by loadgrid itself.
+
+    Locust's own 90% warning checks every 10 s and never fires in short runs, so it cannot be relied on.
+    """
+
+    def __init__(self, pid: int):
+        import psutil
+
+        self._psutil = psutil
+        self.root = psutil.Process(pid)
+        self.samples: list[tuple[float, float]] = []  # (unix time, CPU seconds per second of the whole tree)
+        self._last = (time.time(), self._cpu_seconds())
+
+    def _cpu_seconds(self) -> float:
+        total = 0.0
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except self._psutil.Error:
+            return self._last[1] if hasattr(self, "_last") else 0.0
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            except self._psutil.Error:
+                continue
+        return total
+
+    def sample(self) -> None:
+        now, cpu = time.time(), self._cpu_seconds()
+        then, before = self._last
+        if now - then > 0.2 and cpu >= before:
+            self.samples.append((now, (cpu - before) / (now - then)))
+            self._last = (now, cpu)
+
+    def summary(self, since: float | None, cores: int) -> dict:
+        """Mean and max CPU over the window, as a percentage of the cores the generator may use."""
+        window = [c for t, c in self.samples if since is None or t > since]
+        if not window:
+            return {"cores": cores, "cpu_pct_mean": None, "cpu_pct_max": None, "samples": 0}
+        return {"cores": cores, "cpu_pct_mean": round(100 * sum(window) / len(window) / cores, 1),
+                "cpu_pct_max": round(100 * max(window) / cores, 1), "samples": len(window)}
+
+
+def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[str, str],
+        options: LoadOptions = LoadOptions()) -> LoadResult:
     files.folder.mkdir(parents=True, exist_ok=True)
-    cmd = locust_command(spec, host, locustfile, files)
-    # Bounded: run time + spawn-up + stop timeout + a margin for start-up and writing the report.
+    cmd = locust_command(spec, host, locustfile, files, options)
+    # Bounded: run time + stop timeout + a margin for start-up and writing the report.
     limit = spec.run_time_s + 10 + 60
     with open(files.locust_log, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=files.folder,
                                 stdin=subprocess.DEVNULL)
+        meter = CpuMeter(proc.pid)
+        deadline = time.monotonic() + limit
         try:
-            exit_code = proc.wait(timeout=limit)
+            while True:
+                try:
+                    exit_code = proc.wait(timeout=1.0)
+                    break
+                except subprocess.TimeoutExpired:
+                    meter.sample()
+                    if time.monotonic() > deadline:
+                        raise
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGINT)
             try:
@@ -118,7 +199,11 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                     proc.kill()
                     proc.wait()
             raise
-    return parse_result(exit_code, files)
+    result = parse_result(exit_code, files)
+    result.generator = {"processes": options.processes,
+                        **meter.summary(result.window.get("start_at"), cores=options.processes),
+                        "locust_cpu_warning": "CPU usage above" in _read(files.locust_log)}
+    return result
 
 
 def parse_result(exit_code: int, files: RunFiles) -> LoadResult:
@@ -130,6 +215,7 @@ def parse_result(exit_code: int, files: RunFiles) -> LoadResult:
     result = totals(entries)
     result.locust_exit = exit_code
     result.failure_messages = _failures(files)
+    result.window, result.whole_run = _window(files, entries, result)
     # Locust exits 1 when any request failed; that is a measured outcome, not a broken run.
     if exit_code not in (0, 1):
         result.error = f"Locust exited with {exit_code}: {_tail(files.locust_log)}"
@@ -161,6 +247,20 @@ def totals(entries: list[dict]) -> LoadResult:
                       duration_s=round(duration, 2), latency_ms=latency)
 
 
+def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult) -> tuple[dict, dict]:
+    """The window's bounds, and whole-run totals = what came before the window + the window."""
+    try:
+        info = json.loads(files.window_json.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {"start_at": None, "spawn_complete_at": None, "warmup_s": None}, {}
+    window = {"start_at": info.get("window_start_at"), "spawn_complete_at": info.get("spawn_complete_at"),
+              "warmup_s": info.get("warmup_s"), "duration_s": window_totals.duration_s}
+    whole = totals(list(info.get("before_window") or []) + entries)
+    whole_run = {"requests": whole.requests, "failures": whole.failures, "rps": whole.rps,
+                 "duration_s": whole.duration_s, "latency_ms": whole.latency_ms}
+    return window, whole_run
+
+
 def percentile(histogram: dict[int, int], q: float) -> float:
     """The smallest bucket at or below which a fraction `q` of the requests fall (Locust's rounding)."""
     total = sum(histogram.values())
@@ -187,6 +287,13 @@ def _failures(files: RunFiles) -> dict[str, int]:
     except (OSError, ValueError):
         pass
     return out
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _tail(path: Path, lines: int = 3) -> str:

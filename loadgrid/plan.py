@@ -24,11 +24,17 @@ class RunSpec:
     users: int
     spawn_rate: float
     run_time_s: int
+    repeat: int = 1  # 1..repeats; every repeat is its own run with its own files
+
+    @property
+    def point(self) -> str:
+        """`<models>_<users>_<spawn>`: the grid point, shared by its repeats."""
+        return f"{self.models}_{self.users}_{format_number(self.spawn_rate)}"
 
     @property
     def name(self) -> str:
-        """`<models>_<users>_<spawn>`, the stem of this run's report files."""
-        return f"{self.models}_{self.users}_{format_number(self.spawn_rate)}"
+        """The stem of this run's files: the point, with `_r<k>` for repeats after the first."""
+        return self.point if self.repeat == 1 else f"{self.point}_r{self.repeat}"
 
     @property
     def id(self) -> str:
@@ -70,9 +76,10 @@ def build(config: Config) -> Plan:
     for variant in config.variants:
         for models in config.num_models_list:
             runs = tuple(
-                RunSpec(variant, models, users, spawn, config.run_time_s)
+                RunSpec(variant, models, users, spawn, config.run_time_s, repeat)
                 for users in config.num_users_list
                 for spawn in config.spawn_rate_list
+                for repeat in range(1, config.repeats + 1)
             )
             groups.append(StackGroup(variant, models, config.compose_files_for(variant), runs))
     return Plan(tuple(groups))
@@ -112,8 +119,9 @@ def fingerprint(config: Config, spec: RunSpec) -> str:
     import json
 
     digest = hashlib.sha256()
-    digest.update(json.dumps([spec.variant, spec.models, spec.users, spec.spawn_rate, spec.run_time_s,
-                              config.host, config.predict_path, config.service]).encode())
+    digest.update(json.dumps([spec.variant, spec.models, spec.users, spec.spawn_rate, spec.run_time_s, spec.repeat,
+                              config.host, config.predict_path, config.service, config.warmup_s,
+                              config.locust_processes]).encode())
     files = list(config.compose_files_for(spec.variant)) + [config.locustfile]
     files += sorted(p for p in config.images_dir.iterdir() if p.is_file())
     for path in files:

@@ -49,12 +49,30 @@ class LoadReport:
     duration_s: float = 0.0
     latency_ms: dict[str, float] = field(default_factory=dict)
     failure_messages: dict[str, int] = field(default_factory=dict)
+    # The figures above cover the window (steady state); these say where it was and add the ramp-up back.
+    window: dict = field(default_factory=dict)  # start_at, spawn_complete_at, warmup_s, duration_s
+    whole_run: dict = field(default_factory=dict)  # requests, failures, rps, duration_s, latency_ms
+    generator: dict = field(default_factory=dict)  # processes, cores, cpu_pct_mean, cpu_pct_max
+
+
+@dataclass
+class Incident:
+    """A replica that died, was OOM-killed, restarted or turned unhealthy during a run."""
+
+    container: str
+    name: str
+    action: str
+    at: float
+    exit_code: int | None = None
+    oom_killed: bool | None = None
+    last_logs: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Validity:
     valid: bool
     reasons: list[str] = field(default_factory=list)
+    client_bound: bool = False  # the load generator, not the stack, was the bottleneck
 
 
 @dataclass
@@ -75,6 +93,9 @@ class RunRecord:
     error: str | None = None
     files: dict[str, str] = field(default_factory=dict)
     fingerprint: str = ""  # the point's settings and inputs, see plan.fingerprint; --resume matches on it
+    repeat: int = 1
+    incidents: list[Incident] = field(default_factory=list)
+    telemetry: dict = field(default_factory=dict)  # per container/GPU mean and max; series in files["telemetry"]
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,9 +111,10 @@ class RunRecord:
         try:
             stack = dict(data["stack"])
             stack["replicas"] = [ReplicaReport(**r) for r in stack.get("replicas", [])]
-            fields = {k: v for k, v in data.items() if k not in ("schema", "stack", "load", "validity")}
+            fields = {k: v for k, v in data.items() if k not in ("schema", "stack", "load", "validity", "incidents")}
             return cls(
                 **fields,
+                incidents=[Incident(**i) for i in data.get("incidents", [])],
                 stack=StackReport(**stack),
                 load=LoadReport(**data["load"]) if data.get("load") else None,
                 validity=Validity(**data["validity"]),

@@ -1,0 +1,63 @@
+"""Loaded into Locust next to the locustfile (`-f locustfile.py,locust_window.py`): the measurement window.
+
+Statistics should describe the steady state, not the ramp-up. When every user is spawned (plus an optional
+warm-up, LOADGRID_WARMUP_S), this resets Locust's statistics, so its HTML report and final JSON cover the
+window only; what came before is saved to LOADGRID_WINDOW_FILE so the whole run can still be rebuilt.
+It runs inside Locust's gevent world and imports nothing from loadgrid.
+"""
+
+import json
+import os
+import time
+
+import gevent
+from locust import events
+from locust.runners import MasterRunner, WorkerRunner
+
+WARMUP_S = float(os.environ.get("LOADGRID_WARMUP_S", "0") or 0)
+WINDOW_FILE = os.environ.get("LOADGRID_WINDOW_FILE", "")
+
+_state = {"spawn_complete_at": None, "window_start_at": None, "before_window": None}
+_environment = {}
+
+
+@events.init.add_listener
+def _remember(environment, **_kw):
+    _environment["env"] = environment
+
+
+def _open_window():
+    env = _environment["env"]
+    runner = env.runner
+    if not isinstance(runner, WorkerRunner):
+        # What the ramp-up (and warm-up) measured, kept before the reset throws it away.
+        _state["before_window"] = [e.serialize() for e in runner.stats.entries.values()]
+        _state["window_start_at"] = time.time()
+    runner.stats.reset_all()
+
+
+@events.spawning_complete.add_listener
+def _on_spawned(user_count, **_kw):
+    if not isinstance(_environment["env"].runner, WorkerRunner):
+        _state["spawn_complete_at"] = time.time()
+    if WARMUP_S > 0:
+        gevent.spawn_later(WARMUP_S, _open_window)
+    else:
+        _open_window()
+
+
+@events.quitting.add_listener
+def _write(environment, **_kw):
+    if not WINDOW_FILE or isinstance(environment.runner, WorkerRunner):
+        return
+    report = {
+        "warmup_s": WARMUP_S,
+        "spawn_complete_at": _state["spawn_complete_at"],
+        "window_start_at": _state["window_start_at"],
+        "distributed": isinstance(environment.runner, MasterRunner),
+        "before_window": _state["before_window"] or [],
+    }
+    tmp = WINDOW_FILE + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(report, fh)
+    os.replace(tmp, WINDOW_FILE)

@@ -1,0 +1,221 @@
+"""What the stack did during a run, watched alongside Locust: Docker events, container stats, GPU samples.
+
+`Monitor` is a context manager around one load run. Threads stream from the Docker engine (SDK for
+Python) and, when a GPU is in use, poll NVML about once a second; on exit they stop and the results are
+summarised for the run's record. Nothing here decides validity: `validity` judges what is gathered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .stack import PROJECT_LABEL, SERVICE_LABEL
+
+# Container events that mean a replica was not whole during the run.
+BAD_ACTIONS = ("die", "oom", "kill", "restart", "health_status: unhealthy")
+
+
+@dataclass
+class ContainerEvent:
+    time: float
+    container: str
+    name: str
+    service: str
+    action: str
+    exit_code: int | None = None
+
+
+@dataclass
+class Telemetry:
+    """Per-container samples: {name: [(t, cpu_pct, mem_bytes)]}, per-GPU samples: {index: [..]}."""
+
+    containers: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
+    gpus: dict[str, list[dict]] = field(default_factory=dict)
+    gpu_absent_reason: str | None = None
+
+    def summary(self) -> dict:
+        out: dict = {"containers": {}, "gpus": {}}
+        for name, samples in sorted(self.containers.items()):
+            cpu = [s[1] for s in samples]
+            mem = [s[2] for s in samples]
+            out["containers"][name] = {
+                "samples": len(samples),
+                "cpu_pct_mean": round(sum(cpu) / len(cpu), 1) if cpu else None,
+                "cpu_pct_max": round(max(cpu), 1) if cpu else None,
+                "mem_mb_mean": round(sum(mem) / len(mem) / 2**20, 1) if mem else None,
+                "mem_mb_max": round(max(mem) / 2**20, 1) if mem else None,
+            }
+        for index, samples in sorted(self.gpus.items()):
+            out["gpus"][index] = summarise_gpu(samples)
+        if self.gpu_absent_reason:
+            out["gpu_absent"] = self.gpu_absent_reason
+        return out
+
+
+def summarise_gpu(samples: list[dict]) -> dict:
+    def stat(key):
+        values = [s[key] for s in samples if s.get(key) is not None]
+        return (round(sum(values) / len(values), 1), round(max(values), 1)) if values else (None, None)
+
+    util, mem, power = stat("util_pct"), stat("mem_used_mb"), stat("power_w")
+    return {"samples": len(samples), "name": samples[0].get("name") if samples else None,
+            "util_pct_mean": util[0], "util_pct_max": util[1], "mem_used_mb_mean": mem[0],
+            "mem_used_mb_max": mem[1], "power_w_mean": power[0], "power_w_max": power[1]}
+
+
+def cpu_percent(stats: dict) -> float | None:
+    """CPU % of one core from one Docker stats frame (100 = one full core), as `docker stats` computes it."""
+    try:
+        cpu, pre = stats["cpu_stats"], stats["precpu_stats"]
+        cpu_delta = cpu["cpu_usage"]["total_usage"] - pre["cpu_usage"]["total_usage"]
+        sys_delta = cpu["system_cpu_usage"] - pre["system_cpu_usage"]
+        cores = cpu.get("online_cpus") or len(cpu["cpu_usage"].get("percpu_usage") or [1])
+    except (KeyError, TypeError):
+        return None
+    if sys_delta <= 0 or cpu_delta < 0:
+        return None
+    return cpu_delta / sys_delta * cores * 100.0
+
+
+def memory_bytes(stats: dict) -> int | None:
+    mem = stats.get("memory_stats") or {}
+    usage = mem.get("usage")
+    if usage is None:
+        return None
+    detail = mem.get("stats") or {}
+    # As `docker stats`: page cache the kernel can drop is not the container's working set.
+    cache = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+    return int(usage - cache)
+
+
+class NvmlSampler:
+    """GPU utilisation, memory used and power per GPU from NVML (nvidia-ml-py), about once a second."""
+
+    def __init__(self, nvml=None):
+        if nvml is None:
+            import pynvml as nvml  # from nvidia-ml-py; imported only for GPU runs
+        self.nvml = nvml
+        nvml.nvmlInit()
+        self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+
+    def sample(self) -> dict[str, dict]:
+        nvml, now = self.nvml, time.time()
+        out = {}
+        for index, handle in enumerate(self.handles):
+            name = nvml.nvmlDeviceGetName(handle)
+            out[str(index)] = {
+                "t": now,
+                "name": name.decode() if isinstance(name, bytes) else name,
+                "util_pct": float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
+                "mem_used_mb": nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20,
+                "power_w": nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+            }
+        return out
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # shutting down a library that is going away anyway
+            self.nvml.nvmlShutdown()
+
+
+class Monitor:
+    """Watch a compose project while one load run goes on."""
+
+    def __init__(self, project: str, service: str, gpu: bool = False, client=None, nvml=None,
+                 interval_s: float = 1.0):
+        import docker
+
+        self.project = project
+        self.service = service
+        self.client = client or docker.from_env(timeout=30)
+        self.interval_s = interval_s
+        self.events: list[ContainerEvent] = []
+        self.telemetry = Telemetry()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._streams: list = []
+        self._lock = threading.Lock()
+        self._gpu = gpu
+        self._nvml = nvml
+        self.started_at = 0.0
+
+    def __enter__(self) -> Monitor:
+        self.started_at = time.time()
+        events = self.client.events(since=int(self.started_at) - 1, decode=True,
+                                    filters={"type": "container", "label": f"{PROJECT_LABEL}={self.project}"})
+        self._streams.append(events)
+        self._spawn(self._watch_events, events)
+        for container in self.client.containers.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}):
+            self._spawn(self._watch_stats, container)
+        if self._gpu:
+            try:
+                sampler = NvmlSampler(self._nvml)
+            except Exception as exc:  # no driver, no library, no device: recorded, not fatal
+                self.telemetry.gpu_absent_reason = f"NVML unavailable: {exc}"
+            else:
+                self._spawn(self._poll_gpu, sampler)
+        else:
+            self.telemetry.gpu_absent_reason = "not a GPU run"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for stream in self._streams:
+            with contextlib.suppress(Exception):  # a stream already closed, or a generator mid-frame
+                stream.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def _spawn(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name=f"monitor-{target.__name__}")
+        thread.start()
+        self._threads.append(thread)
+
+    def _watch_events(self, stream) -> None:
+        try:
+            for event in stream:
+                if self._stop.is_set():
+                    return
+                attrs = (event.get("Actor") or {}).get("Attributes") or {}
+                action = event.get("Action") or event.get("status") or ""
+                if not any(action.startswith(a) for a in BAD_ACTIONS):
+                    continue
+                code = attrs.get("exitCode")
+                with self._lock:
+                    self.events.append(ContainerEvent(
+                        time=event.get("timeNano", 0) / 1e9 or time.time(), container=(event.get("id") or "")[:12],
+                        name=attrs.get("name", ""), service=attrs.get(SERVICE_LABEL, ""), action=action,
+                        exit_code=int(code) if code not in (None, "") else None))
+        except Exception:  # the stream is closed on exit; anything else ends watching, not the run
+            return
+
+    def _watch_stats(self, container) -> None:
+        name = container.name
+        try:
+            stream = container.stats(stream=True, decode=True)
+            self._streams.append(stream)
+            for frame in stream:
+                if self._stop.is_set():
+                    return
+                cpu, mem = cpu_percent(frame), memory_bytes(frame)
+                if cpu is None or mem is None:
+                    continue
+                with self._lock:
+                    self.telemetry.containers.setdefault(name, []).append((time.time(), round(cpu, 1), mem))
+        except Exception:  # container went away mid-run: its samples so far are kept
+            return
+
+    def _poll_gpu(self, sampler: NvmlSampler) -> None:
+        try:
+            while not self._stop.wait(self.interval_s):
+                for index, sample in sampler.sample().items():
+                    with self._lock:
+                        self.telemetry.gpus.setdefault(index, []).append(sample)
+        finally:
+            sampler.close()
+
+    def replica_events(self) -> list[ContainerEvent]:
+        with self._lock:
+            return [e for e in self.events if e.service == self.service]
