@@ -2,6 +2,7 @@
 
     orchestrate.py --config config.yaml [--dry-run]   run the grid (or just print the plan)
     orchestrate.py report [OUTPUT]                    rebuild summary.csv and index.html from stored records
+    orchestrate.py compare A B [--fail-if-slower PCT] compare two output folders, or FOLDER:cpu FOLDER:gpu
 
 A `UserError` is printed as one line (exit 2 for bad input, 1 otherwise); tracebacks only with -v.
 """
@@ -15,11 +16,12 @@ import traceback
 from pathlib import Path
 
 from . import __version__, grid, report, stack, store
+from . import compare as compare_mod
 from . import config as config_mod
 from . import plan as plan_mod
 from .errors import UserError
 
-COMMANDS = ("run", "report")
+COMMANDS = ("run", "report", "compare")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +39,25 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="rebuild summary.csv and index.html from stored records")
     rep.add_argument("output", nargs="?", default="reports", help="output folder (default: reports)")
     rep.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+    cmp = sub.add_parser("compare", help="compare two output folders, or two variants of one (OUT:cpu OUT:gpu)",
+                         description=compare_mod.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmp.add_argument("a", metavar="A", help="baseline: an output folder, or FOLDER:VARIANT such as reports:cpu")
+    cmp.add_argument("b", metavar="B", help="candidate, in the same form as A")
+    cmp.add_argument("--fail-if-slower", type=_percent, metavar="PCT",
+                     help="exit 1 when B's throughput is lower, or its p95 higher, than A's by more than PCT "
+                          "percent on any common point (or B's run is invalid where A's was valid)")
+    cmp.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
     return parser
+
+
+def _percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a percentage of 0 or more, got {text!r}")
+    return value
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -60,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return cmd_report(Path(args.output))
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_run(args)
     except UserError as exc:
         if args.verbose:
@@ -83,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(plan_mod.describe(plan, config))
         return 0
     if not plan.runs:
-        report.write_all(config.output_dir)
+        report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms)
         return 0
     stack.check_engine()
     grid.preflight(config, plan)
@@ -93,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     session = grid.write_session(config, outcome)
-    written = report.write_all(config.output_dir)
+    written = report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms)
     invalid = [r for r in outcome.records if r.status == "completed" and not r.validity.valid]
     print(f"{len(outcome.records)} runs: {len(outcome.records) - len(outcome.failed) - len(invalid)} valid, "
           f"{len(invalid)} invalid, {len(outcome.failed)} failed")
@@ -106,3 +128,9 @@ def cmd_report(output: Path) -> int:
     for path in report.write_all(output):
         print(f"wrote {path}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    text, code = compare_mod.run(args.a, args.b, args.fail_if_slower)
+    print(text)
+    return code

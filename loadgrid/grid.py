@@ -18,9 +18,10 @@ from . import load, store, validity
 from . import plan as plan_mod
 from .config import Config
 from .errors import UserError
+from .monitor import Monitor
 from .plan import Plan, RunSpec, StackGroup
 from .stack import ComposeStack, Replica, StackError, running, wait_reachable
-from .store import LoadReport, ReplicaReport, RunRecord, StackReport, Validity
+from .store import Incident, LoadReport, ReplicaReport, RunRecord, StackReport, Validity
 
 
 @dataclass
@@ -269,9 +270,12 @@ def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, s
     t0 = time.monotonic()
     status, error = "completed", None
     result: load.LoadResult | None = None
+    options = load_options(config)
+    monitor = Monitor(stack.project, stack.service, gpu=spec.variant == "gpu")
     try:
-        result = load.run(spec, config.host, config.locustfile, files,
-                          load.locust_env(config.images_dir, config.predict_path))
+        with monitor:
+            result = load.run(spec, config.host, config.locustfile, files,
+                              load.locust_env(config.images_dir, config.predict_path, files, options), options)
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted by the user"
     finally:
@@ -283,27 +287,69 @@ def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, s
     t0 = time.monotonic()
     after = stack.replicas()
     probes_after = _probe_all(config, stack, after) if status != "interrupted" else {}
+    incidents = _incidents(stack, monitor, after)
     stack.logs(files.stack_log)
+    store.write_atomic(files.telemetry_json, json.dumps({
+        "containers": monitor.telemetry.containers, "gpus": monitor.telemetry.gpus,
+        "events": [e.__dict__ for e in monitor.events]}) + "\n")
     t.probe_s += time.monotonic() - t0
     reports = [_replica_report(r, probes_before.get(r.container_id, {}), probes_after.get(r.container_id, {}))
                for r in after]
     load_report = None
     if result is not None and result.locust_exit is not None and not (result.error and not result.requests):
         load_report = LoadReport(result.locust_exit, result.requests, result.failures, result.rps,
-                                 result.duration_s, result.latency_ms, result.failure_messages)
-    verdict = validity.judge(spec.variant, spec.models, load_report, error, before, after, reports)
+                                 result.duration_s, result.latency_ms, result.failure_messages,
+                                 window=result.window, whole_run=result.whole_run, generator=result.generator)
+    verdict = validity.judge(spec.variant, spec.models, load_report, error, before, after, reports, incidents,
+                             config.client_cpu_limit_pct)
     record = RunRecord(
         id=spec.id, variant=spec.variant, models=spec.models, users=spec.users, spawn_rate=spec.spawn_rate,
         run_time_s=spec.run_time_s, host=config.host, status=status, started_at=started_at, ended_at=ended_at,
         stack=_stack_report(config, spec, stack, after, reports), load=load_report, validity=verdict,
         error=error, files={"html": files.html.name, "stats": files.stats_json.name,
-                            "locust_log": files.locust_log.name, "containers_log": files.stack_log.name},
+                            "locust_log": files.locust_log.name, "containers_log": files.stack_log.name,
+                            "telemetry": files.telemetry_json.name},
+        repeat=spec.repeat, incidents=incidents, telemetry=monitor.telemetry.summary(),
     )
     if status == "interrupted":
         record.fingerprint = plan_mod.fingerprint(config, spec)
         store.write(record, files.record)
         raise KeyboardInterrupt
     return record
+
+
+def load_options(config: Config) -> load.LoadOptions:
+    import os
+
+    # auto: one core of two for Locust, the rest for the stack; never more processes than users need.
+    processes = config.locust_processes or max(1, (os.cpu_count() or 1) // 2)
+    return load.LoadOptions(processes=processes, warmup_s=config.warmup_s)
+
+
+SEVERITY = ("oom", "die", "kill", "restart", "health_status: unhealthy")
+PHRASES = {"oom": "was OOM-killed", "die": "died", "kill": "was killed", "restart": "restarted",
+           "health_status: unhealthy": "turned unhealthy"}
+
+
+def _incidents(stack: ComposeStack, monitor: Monitor, after: list[Replica]) -> list[Incident]:
+    """One incident per replica that Docker reported dying, OOM-killed, restarting or unhealthy."""
+    by_container: dict[str, list] = {}
+    for event in monitor.replica_events():
+        by_container.setdefault(event.container, []).append(event)
+    state = {r.container_id[:12]: r for r in after}
+    incidents = []
+    for container, events in by_container.items():
+        worst = min(events, key=lambda e: next(i for i, a in enumerate(SEVERITY) if e.action.startswith(a)))
+        action = next(a for a in SEVERITY if worst.action.startswith(a))
+        exit_code = next((e.exit_code for e in events if e.exit_code is not None), None)
+        replica = state.get(container)
+        if exit_code is None and replica and replica.status != "running":
+            exit_code = replica.exit_code
+        oom = bool(replica and replica.oom_killed) or any(e.action == "oom" for e in events)
+        incidents.append(Incident(container=container, name=worst.name, action=PHRASES[action],
+                                  at=min(e.time for e in events), exit_code=exit_code, oom_killed=oom,
+                                  last_logs=stack.last_logs(container)))
+    return incidents
 
 
 def _replica_report(replica: Replica, before: dict, after: dict) -> ReplicaReport:
@@ -320,7 +366,8 @@ def _replica_report(replica: Replica, before: dict, after: dict) -> ReplicaRepor
 def write_session(config: Config, outcome: GridOutcome) -> Path:
     path = config.output_dir / "session.json"
     store.write_atomic(path, json.dumps({
-        "finished_at": now(), "config": str(config.source), "runs": len(outcome.records),
+        "finished_at": now(), "config": str(config.source), "latency_target_ms": config.latency_target_ms,
+        "runs": len(outcome.records),
         "failed": len(outcome.failed), "skipped_variants": outcome.skipped_variants,
         "timings_s": {k: round(v, 1) for k, v in outcome.timings.__dict__.items()},
     }, indent=2) + "\n")

@@ -54,6 +54,10 @@ class RunFiles:
         return self.folder / f"{self.stem}.window.json"
 
     @property
+    def telemetry_json(self) -> Path:
+        return self.folder / f"{self.stem}.telemetry.json"
+
+    @property
     def locust_log(self) -> Path:
         return self.folder / f"{self.stem}.locust.log"
 

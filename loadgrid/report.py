@@ -1,6 +1,9 @@
 """Reports rendered only from stored run records: `summary.csv` and `index.html` at the output's top.
 
-Rebuilding them needs no Docker and re-runs nothing (`orchestrate.py report OUTPUT`).
+Rebuilding them needs no Docker and re-runs nothing (`orchestrate.py report OUTPUT`). `index.html` is
+self-contained: charts are inline SVG drawn here, the only script (table sorting and filtering) is inline
+and optional, and nothing is fetched from the network, so it opens from the file system anywhere.
+The numbers come from `analysis`; this module only lays them out.
 """
 
 from __future__ import annotations
@@ -8,14 +11,21 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
+import math
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import store
+from . import analysis, store
+from .analysis import Conclusion, Point, fmt_ms, fmt_pct, fmt_rps, replicas_text
 from .plan import format_number
 from .store import RunRecord
 
 SUMMARY_COLUMNS = ["id", "variant", "models", "users", "spawn_rate", "status", "requests", "failures", "rps",
                    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "valid", "reasons", "report"]
+DEFAULT_LATENCY_TARGET_MS = 500.0
+SESSION_FILE = "session.json"
 
 
 def sort_key(record: RunRecord) -> tuple:
@@ -46,39 +56,512 @@ def summary_csv(records: list[RunRecord]) -> str:
     return buf.getvalue()
 
 
-def index_html(records: list[RunRecord]) -> str:
-    rows = []
-    for row in summary_rows(records):
-        link = (f'<a href="{html.escape(row["report"])}">{html.escape(row["id"])}</a>'
-                if row["report"] else html.escape(row["id"]))
-        verdict = "valid" if row["valid"] == "yes" else f'invalid: {html.escape(row["reasons"])}'
-        cls = "" if row["valid"] == "yes" else ' class="invalid"'
-        cells = [link, row["variant"], row["models"], row["users"], row["spawn_rate"], row["requests"],
-                 row["failures"], row["rps"], row["p50_ms"], row["p95_ms"], row["p99_ms"], verdict]
-        rows.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+# --- SVG charts ----------------------------------------------------------------------------------------------
+
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#b07aa1", "#9c755f", "#ff9da7", "#edc948",
+           "#bab0ac"]
+VARIANT_COLORS = {"cpu": "#4e79a7", "gpu": "#59a14f"}
+TARGET_COLOR = "#d62728"
+W, H = 600, 340
+ML, MR, MT, MB = 64, 136, 34, 50
+PW, PH = W - ML - MR, H - MT - MB
+
+
+@dataclass
+class Series:
+    label: str
+    color: str
+    points: list[tuple[float, float, str, str]]  # x, y, tooltip, run id ("" for none)
+    dash: str = ""
+    css: str = "series"
+
+
+def anchor(run_id: str) -> str:
+    return "run-" + re.sub(r"[^A-Za-z0-9_.-]", "-", run_id)
+
+
+def nice_step(span: float, ticks: int = 5) -> float:
+    raw = span / ticks
+    mag = 10 ** math.floor(math.log10(raw))
+    return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}" if abs(v) < 1e6 else f"{v:.3g}"
+
+
+def line_chart(title: str, series: list[Series], x_label: str, y_label: str, x_values: list[float], y_max: float,
+               hline: tuple[float, str] | None = None, empty_text: str = "no valid runs",
+               y_log_min: float | None = None) -> str:
+    """An inline SVG line chart with a legend on the right: one path per series, a linked marker per point.
+
+    x is on a log scale when it spans a factor of 8 or more; y is on a log scale from `y_log_min` when given.
+    """
+    xs = sorted(set(x_values)) or [1.0]
+    log_x = xs[0] > 0 and xs[-1] / xs[0] >= 8
+    tx = (lambda v: math.log(v)) if log_x else (lambda v: v)
+    lo, hi = tx(xs[0]), tx(xs[-1])
+    pad = (hi - lo) * 0.04 if hi > lo else 1.0
+    lo, hi = lo - pad, hi + pad
+
+    def px(v: float) -> float:
+        return ML + (tx(v) - lo) / (hi - lo) * PW
+
+    if y_log_min is not None and y_log_min > 0 and y_max > y_log_min:
+        bottom = 10 ** math.floor(math.log10(y_log_min))
+        top = 10 ** math.ceil(math.log10(y_max))
+        y_ticks = [m * 10 ** k for k in range(round(math.log10(bottom)), round(math.log10(top)) + 1)
+                   for m in (1, 2, 5) if bottom <= m * 10 ** k <= top]
+
+        def py(v: float) -> float:
+            return MT + PH - (math.log(max(v, bottom)) - math.log(bottom)) / (math.log(top) - math.log(bottom)) * PH
+    else:
+        y_log_min = None
+        step = nice_step(y_max if y_max > 0 else 1.0)
+        top = step * max(1, math.ceil((y_max if y_max > 0 else 1.0) / step - 1e-9))
+        y_ticks = [i * step for i in range(round(top / step) + 1)]
+
+        def py(v: float) -> float:
+            return MT + PH - v / top * PH
+
+    out = [f'<svg class="chart" role="img" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg" '
+           f'aria-label="{html.escape(title)}">',
+           f'<title>{html.escape(title)}</title>',
+           f'<text x="{ML}" y="20" class="ctitle">{html.escape(title)}</text>']
+    last_label = 1e9
+    for v in y_ticks:
+        y = py(v)
+        out.append(f'<line x1="{ML}" x2="{ML + PW}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
+        if last_label - y >= 14:
+            out.append(f'<text x="{ML - 6}" y="{y + 4:.1f}" class="ytick">{_num(round(v, 6))}</text>')
+            last_label = y
+    last_label = -1e9
+    for xv in xs:
+        x = px(xv)
+        out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{MT + PH}" y2="{MT + PH + 5}" class="axis"/>')
+        if x - last_label >= 30:
+            out.append(f'<text x="{x:.1f}" y="{MT + PH + 18}" class="xtick">{_num(xv)}</text>')
+            last_label = x
+    out.append(f'<rect x="{ML}" y="{MT}" width="{PW}" height="{PH}" class="frame"/>')
+    out.append(f'<text x="{ML + PW / 2:.1f}" y="{H - 10}" class="xlabel">{html.escape(x_label)}'
+               f'{" (log scale)" if log_x else ""}</text>')
+    out.append(f'<text transform="translate(16 {MT + PH / 2:.1f}) rotate(-90)" class="ylabel">'
+               f'{html.escape(y_label)}{" (log scale)" if y_log_min else ""}</text>')
+    legend: list[tuple[str, str, str]] = []
+    if hline is not None and hline[0] <= top and (y_log_min is None or hline[0] >= bottom):
+        y = py(hline[0])
+        out.append(f'<line x1="{ML}" x2="{ML + PW}" y1="{y:.1f}" y2="{y:.1f}" class="target" '
+                   f'stroke="{TARGET_COLOR}" stroke-dasharray="6 4"/>')
+        legend.append((hline[1], TARGET_COLOR, "6 4"))
+    elif hline is not None:
+        legend += [(hline[1], TARGET_COLOR, "6 4"), ("(above this scale)", "", "")]
+    drawn = [s for s in series if s.points]
+    for s in drawn:
+        pts = sorted(s.points)
+        d = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f} {py(y):.1f}" for i, (x, y, _, _) in enumerate(pts))
+        dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
+        out.append(f'<path class="{s.css}" d="{d}" stroke="{s.color}"{dash} fill="none" stroke-width="2"/>')
+        if s.css == "series":
+            for x, y, tip, run_id in pts:
+                dot = (f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{s.color}">'
+                       f'<title>{html.escape(tip)}</title></circle>')
+                out.append(f'<a href="#{anchor(run_id)}">{dot}</a>' if run_id else dot)
+        legend.append((s.label, s.color, s.dash))
+    if not drawn:
+        out.append(f'<text x="{ML + PW / 2:.1f}" y="{MT + PH / 2:.1f}" class="empty">{html.escape(empty_text)}</text>')
+    lx = ML + PW + 12
+    for i, (label, color, dash) in enumerate(legend):
+        y = MT + 10 + i * 18
+        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
+        if color:
+            out.append(f'<line x1="{lx}" x2="{lx + 22}" y1="{y}" y2="{y}" stroke="{color}" stroke-width="2"'
+                       f'{dash_attr}/>')
+        out.append(f'<text x="{lx + 28}" y="{y + 4}" class="legend">{html.escape(label)}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _tip(p: Point) -> str:
+    return (f"{p.run_id}: {p.users} users, spawn {format_number(p.spawn_rate)}/s, {fmt_rps(p.rps)} req/s, "
+            f"p50 {fmt_ms(p.p50)} ms, p95 {fmt_ms(p.p95)} ms")
+
+
+def _replica_colors(records: list[RunRecord]) -> dict[int, tuple[str, str]]:
+    counts = sorted({r.models for r in records})
+    return {n: (PALETTE[i % len(PALETTE)], "" if i < len(PALETTE) else "4 3") for i, n in enumerate(counts)}
+
+
+def users_charts(records: list[RunRecord], metric: str, target_ms: float | None = None) -> list[str]:
+    """One chart per variant, side by side, one line per replica count, on a shared y scale."""
+    curves = analysis.curves(records)
+    colors = _replica_colors(records)
+    users = [r.users for r in records]
+    names = {"rps": ("Throughput", "req/s"), "p50": ("p50 latency", "ms"), "p95": ("p95 latency", "ms")}
+    title, unit = names[metric]
+    per_variant: dict[str, list[Series]] = {}
+    y_max, y_min = 0.0, math.inf
+    for variant in analysis.variants(records):
+        series = []
+        for (v, models), curve in curves.items():
+            if v != variant:
+                continue
+            pts = [(p.users, getattr(p, metric), _tip(p), p.run_id) for p in curve if getattr(p, metric) is not None]
+            y_max = max([y_max] + [y for _, y, _, _ in pts])
+            y_min = min([y_min] + [y for _, y, _, _ in pts if y > 0])
+            color, dash = colors[models]
+            series.append(Series(replicas_text(models), color, pts, dash))
+        per_variant[variant] = series
+    # latency spanning a factor of 20 or more goes on a log scale, so the low end and the target stay readable
+    log_min = y_min if metric != "rps" and y_min < math.inf and y_max / y_min >= 20 else None
+    hline = None
+    if target_ms is not None and metric == "p95":
+        hline = (target_ms, f"target {fmt_ms(target_ms)} ms")
+        if log_min is not None:
+            y_max, log_min = max(y_max, target_ms), min(log_min, target_ms)
+        elif target_ms <= 2 * y_max:  # show the target unless it would squash the curves
+            y_max = max(y_max, target_ms)
+    return [line_chart(f"{variant.upper()}: {title.lower()} vs users", series, "users", unit, users, y_max, hline,
+                       y_log_min=log_min)
+            for variant, series in per_variant.items()]
+
+
+def scaling_chart(records: list[RunRecord]) -> str:
+    scaling = analysis.scaling(records)
+    series = []
+    y_max = 0.0
+    for i, variant in enumerate(analysis.variants(records)):
+        rows = scaling.get(variant, [])
+        color = VARIANT_COLORS.get(variant, PALETTE[(i + 2) % len(PALETTE)])
+        pts = [(s.replicas, s.peak.rps, f"{_tip(s.peak)}; {s.ratio:.2f}x of {s.base_replicas}, efficiency "
+                f"{fmt_pct(s.efficiency)}", s.peak.run_id) for s in rows]
+        ideal = [(s.replicas, s.base_rps * s.replicas / s.base_replicas, "", "") for s in rows]
+        y_max = max([y_max] + [y for _, y, _, _ in pts + ideal])
+        series.append(Series(f"{variant} peak", color, pts))
+        if len(rows) > 1:
+            series.append(Series(f"{variant} linear", color, ideal, "2 4", "series ideal"))
+    return line_chart("Peak throughput vs replicas (scaling)", series, "replicas", "req/s",
+                      [r.models for r in records], y_max)
+
+
+# --- HTML ----------------------------------------------------------------------------------------------------
+
+def esc(value) -> str:
+    return html.escape(str(value))
+
+
+def run_link(run_id: str) -> str:
+    return f'<a href="#{anchor(run_id)}">{esc(run_id)}</a>'
+
+
+MAX_EVIDENCE = 8
+SECTION_NAMES = {"speedup": "CPU vs GPU", "scaling": "scaling", "capacity": "capacity and saturation"}
+
+
+def conclusion_html(c: Conclusion) -> str:
+    text = esc(c.text)
+    mentioned = set()
+    ids = sorted(set(c.run_ids), key=len, reverse=True)
+    if ids:
+        pattern = re.compile(r"(?<![\w/.])(" + "|".join(re.escape(esc(i)) for i in ids) + r")(?![\w/])")
+
+        def sub(m: re.Match) -> str:
+            mentioned.add(html.unescape(m.group(1)))
+            return run_link(html.unescape(m.group(1)))
+
+        text = pattern.sub(sub, text)
+    rest = [i for i in dict.fromkeys(c.run_ids) if i not in mentioned]
+    if len(rest) > MAX_EVIDENCE and c.see:
+        shown = ", ".join(run_link(i) for i in rest[:MAX_EVIDENCE - 2])
+        text += (f' <span class="evidence">runs: {shown} and {len(rest) - MAX_EVIDENCE + 2} more '
+                 f'(<a href="#{esc(c.see)}">all in the {esc(SECTION_NAMES.get(c.see, c.see))} table</a>)</span>')
+    elif rest:
+        text += ' <span class="evidence">runs: ' + ", ".join(run_link(i) for i in rest) + "</span>"
+    return f'<li class="{esc(c.kind)}">{text}</li>'
+
+
+def table(head: list[str], rows: list[str], left: tuple[str, ...] = (), css: str = "sortable") -> str:
+    """A sortable table in a scrolling box; `left`: the headings of text columns (aligned left)."""
+    cells = "".join(f'<th class="l">{esc(h)}</th>' if h in left else f"<th>{esc(h)}</th>" for h in head)
+    return (f'<div class="scroll"><table class="{css}"><thead><tr>{cells}</tr></thead>\n<tbody>\n'
+            + "\n".join(rows) + "\n</tbody></table></div>")
+
+
+def _td(value, sort_value=None, cls: str = "") -> str:
+    data = "" if sort_value is None else f' data-v="{esc(sort_value)}"'
+    klass = f' class="{cls}"' if cls else ""
+    return f"<td{data}{klass}>{value}</td>"
+
+
+def _num_td(value: float | None, fmt) -> str:
+    return _td(fmt(value) if value is not None else "–", value if value is not None else -1)
+
+
+def verdict(record: RunRecord) -> str:
+    if record.status != "completed":
+        why = record.error or "; ".join(record.validity.reasons) or "no measurement"
+        return f"{record.status}: {why}"
+    if record.validity.valid:
+        return "valid"
+    return "invalid: " + "; ".join(record.validity.reasons)
+
+
+def runs_table(records: list[RunRecord]) -> str:
     head = ["run", "variant", "replicas", "users", "spawn/s", "requests", "failures", "req/s", "p50 ms",
-            "p95 ms", "p99 ms", "verdict"]
+            "p90 ms", "p95 ms", "p99 ms", "max ms", "verdict"]
+    rows = []
+    for r in sorted(records, key=sort_key):
+        lat = r.load.latency_ms if r.load else {}
+        html_file = r.files.get("html")
+        link = f'<a href="{esc(r.variant + "/" + html_file)}">{esc(r.id)}</a>' if html_file else esc(r.id)
+        ok = analysis.usable(r)
+        cells = [_td(link, r.id), _td(esc(r.variant)), _td(r.models, r.models), _td(r.users, r.users),
+                 _td(format_number(r.spawn_rate), r.spawn_rate),
+                 _td(r.load.requests if r.load else "–", r.load.requests if r.load else -1),
+                 _td(r.load.failures if r.load else "–", r.load.failures if r.load else -1),
+                 _num_td(r.load.rps if r.load else None, fmt_rps)]
+        cells += [_num_td(lat.get(q), fmt_ms) for q in ("p50", "p90", "p95", "p99", "max")]
+        cells.append(_td(esc(verdict(r)), cls="verdict"))
+        cls = "" if ok else ' class="excluded"'
+        rows.append(f'<tr id="{anchor(r.id)}"{cls}>' + "".join(cells) + "</tr>")
+    return table(head, rows, left=("run", "variant", "verdict"), css="sortable runs")
+
+
+def _change_td(r: float | None, higher_is_better: bool) -> str:
+    if r is None:
+        return _td("–", 0)
+    change = r - 1
+    good = change > 0 if higher_is_better else change < 0
+    cls = "good" if good and abs(change) >= 0.005 else "bad" if abs(change) >= 0.005 else ""
+    return _td(fmt_pct(change, signed=True), round(change, 6), cls)
+
+
+def speedup_section(records: list[RunRecord]) -> str:
+    present = analysis.variants(records)
+    sp = analysis.speedups(records)
+    if not sp:
+        notes = [c for c in analysis._gpu_vs_cpu(records) if c.kind == "note"]
+        why = notes[0].text if notes else "No CPU vs GPU comparison."
+        extra = "" if "gpu" in present else (" Add <code>gpu</code> to <code>variants</code> in config.yaml on a "
+                                             "machine with an NVIDIA GPU to get this section.")
+        return f'<p class="nodata">{esc(why)}{extra}</p>'
+    head = ["replicas", "users", "spawn/s", "CPU req/s", "GPU req/s", "throughput", "CPU p50", "GPU p50",
+            "p50 change", "CPU p95", "GPU p95", "p95 change", "runs"]
+    rows = []
+    for s in sp:
+        rows.append("<tr>" + "".join([
+            _td(s.models, s.models), _td(s.users, s.users), _td(format_number(s.spawn_rate), s.spawn_rate),
+            _num_td(s.base.rps, fmt_rps), _num_td(s.other.rps, fmt_rps),
+            _td(f"{s.throughput_ratio:.2f}x", round(s.throughput_ratio, 6),
+                "good" if s.throughput_ratio > 1.005 else "bad" if s.throughput_ratio < 0.995 else ""),
+            _num_td(s.base.p50, fmt_ms), _num_td(s.other.p50, fmt_ms), _change_td(s.p50_ratio, False),
+            _num_td(s.base.p95, fmt_ms), _num_td(s.other.p95, fmt_ms), _change_td(s.p95_ratio, False),
+            _td(run_link(s.base.run_id) + " vs " + run_link(s.other.run_id), cls="runs"),
+        ]) + "</tr>")
+    return ('<p>Every grid point with a valid run in both variants. Throughput: GPU req/s ÷ CPU req/s; latency '
+            'change: GPU vs CPU (negative is faster).</p>'
+            + table(head, rows, left=("runs",)))
+
+
+def capacity_section(records: list[RunRecord], target_ms: float) -> str:
+    sats = {(s.variant, s.replicas): s for s in analysis.saturations(records)}
+    head = ["variant", "replicas", f"capacity req/s (p95 < {fmt_ms(target_ms)} ms)", "at", "p95 ms",
+            "saturation", "req/s there"]
+    rows = []
+    for c in analysis.capacities(records, target_ms):
+        if c.best is not None:
+            cap = [_num_td(c.best.rps, fmt_rps), _td(run_link(c.best.run_id) + f" ({esc(c.best.where)})", cls="l"),
+                   _num_td(c.best.p95, fmt_ms)]
+        else:
+            low = c.lowest_p95
+            note = (f"none under target (lowest p95 {fmt_ms(low.p95)} ms: {run_link(low.run_id)})" if low
+                    else "no p95 recorded")
+            cap = [_td("–", -1, "bad"), _td(note, cls="l"), _td("–", -1)]
+        s = sats.get((c.variant, c.replicas))
+        if s is None or len(s.curve) < 2:
+            sat = [_td("one user count only", -1, "l"), _td("–", -1)]
+        elif s.at is None:
+            sat = [_td(f"not reached (still rising at {s.last.users} users)", 1e12, "l"), _td("–", -1)]
+        else:
+            sat = [_td(f"about {s.at.users} users ({run_link(s.at.run_id)})", s.at.users, "l"),
+                   _num_td(s.at.rps, fmt_rps)]
+        rows.append("<tr>" + "".join([_td(esc(c.variant)), _td(c.replicas, c.replicas), *cap, *sat]) + "</tr>")
+    return table(head, rows, left=("variant", "at", "saturation"))
+
+
+def scaling_table(records: list[RunRecord]) -> str:
+    rows = []
+    for variant, items in analysis.scaling(records).items():
+        for s in items:
+            rows.append("<tr>" + "".join([
+                _td(esc(variant)), _td(s.replicas, s.replicas), _num_td(s.peak.rps, fmt_rps),
+                _td(f"{s.ratio:.2f}x", s.ratio), _td(fmt_pct(s.efficiency), s.efficiency,
+                                                     "bad" if s.efficiency < 0.7 else ""),
+                _td(run_link(s.peak.run_id) + f" ({s.peak.users} users)", s.peak.users, "l"),
+            ]) + "</tr>")
+    if not rows:
+        return '<p class="nodata">No valid runs, so no scaling figures.</p>'
+    head = ["variant", "replicas", "peak req/s", "× smallest", "efficiency", "run"]
+    return table(head, rows, left=("variant", "run"))
+
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em auto; max-width: 1320px;
+       padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { margin-bottom: .2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; padding-bottom: .2em; }
+.meta, .small { color: #555; } .small { font-size: .85em; }
+ul.conclusions li { margin: .35em 0; } ul.conclusions li.note { color: #555; }
+.evidence { font-size: .85em; color: #666; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(480px, 1fr)); gap: 1em; }
+.charts figure { margin: 0; border: 1px solid #eee; padding: .3em; }
+svg.chart { width: 100%; max-width: 760px; height: auto; display: block; font-size: 12px; }
+svg .ctitle { font-weight: 600; font-size: 14px; } svg .grid { stroke: #eee; } svg .axis { stroke: #999; }
+svg .frame { fill: none; stroke: #bbb; } svg .ytick { text-anchor: end; fill: #444; }
+svg .xtick, svg .xlabel { text-anchor: middle; fill: #444; } svg .ylabel { text-anchor: middle; fill: #444; }
+svg .legend { fill: #222; } svg .empty { text-anchor: middle; fill: #999; font-size: 16px; }
+.scroll { max-height: min(70vh, 36em); overflow: auto; border: 1px solid #ddd; max-width: 100%; }
+table { border-collapse: collapse; font-size: .85em; }
+td, th { border: 1px solid #ddd; padding: .22em .45em; text-align: right; white-space: nowrap; }
+th { background: #f4f4f4; position: sticky; top: 0; z-index: 1; }
+td:first-child, th:first-child, td.verdict, td.runs, td.l, th.l { text-align: left; }
+td.verdict { white-space: normal; min-width: 14em; } td.l, td.runs { white-space: normal; min-width: 8em; }
+tr.excluded { background: #fdecec; } tr:target { outline: 2px solid #f28e2b; background: #fff4e0; }
+td.good { color: #1a7f37; } td.bad { color: #b42318; }
+.nodata { background: #f6f6f6; padding: .6em; border-left: 4px solid #bbb; }
+.filter { margin: .4em 0; }
+"""
+
+SCRIPT = """
+(function () {
+  function key(cell) {
+    var v = cell.getAttribute('data-v');
+    if (v !== null && v !== '' && !isNaN(v)) { return [0, parseFloat(v)]; }
+    return [1, cell.textContent.toLowerCase()];
+  }
+  document.querySelectorAll('table.sortable').forEach(function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, i) {
+      th.style.cursor = 'pointer';
+      th.title = 'click to sort';
+      th.addEventListener('click', function () {
+        var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+        var dir = th.getAttribute('data-dir') === 'asc' ? -1 : 1;
+        th.setAttribute('data-dir', dir === 1 ? 'asc' : 'desc');
+        rows.sort(function (a, b) {
+          var x = key(a.cells[i]), y = key(b.cells[i]);
+          if (x[0] !== y[0]) { return x[0] - y[0]; }
+          return (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0) * dir;
+        });
+        rows.forEach(function (r) { body.appendChild(r); });
+      });
+    });
+  });
+  var runs = document.querySelector('table.runs');
+  if (runs) {
+    var input = document.createElement('input');
+    input.type = 'search';
+    input.placeholder = 'filter runs, e.g. gpu/2_ or invalid';
+    input.size = 40;
+    var box = document.createElement('div');
+    box.className = 'filter';
+    box.appendChild(input);
+    runs.parentNode.parentNode.insertBefore(box, runs.parentNode);
+    input.addEventListener('input', function () {
+      var q = input.value.toLowerCase();
+      Array.prototype.forEach.call(runs.tBodies[0].rows, function (r) {
+        r.style.display = r.textContent.toLowerCase().indexOf(q) >= 0 ? '' : 'none';
+      });
+    });
+  }
+})();
+"""
+
+
+def _figures(charts: list[str]) -> str:
+    return '<div class="charts">' + "".join(f"<figure>{c}</figure>" for c in charts) + "</div>"
+
+
+def index_html(records: list[RunRecord], latency_target_ms: float = DEFAULT_LATENCY_TARGET_MS,
+               target_source: str = "") -> str:
+    usable = [r for r in records if analysis.usable(r)]
+    present = analysis.variants(records)
+    dims = (f"{', '.join(present) or 'no variant'}; replicas {_list({r.models for r in records})}; "
+            f"users {_list({r.users for r in records})}; spawn rates "
+            f"{_list({r.spawn_rate for r in records}, format_number)}")
+    several_spawn = len({r.spawn_rate for r in records}) > 1
+    conclusions = "\n".join(conclusion_html(c) for c in analysis.conclusions(records, latency_target_ms))
+    spawn_note = ("Several spawn rates were run: at each (variant, replicas, users) the curves use the valid run "
+                  "with the highest throughput; every run is in the table at the bottom." if several_spawn else
+                  "One spawn rate was run, so each curve point is one run.")
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>loadgrid results</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; }}
-table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: .3em .6em; text-align: right; }}
-td:first-child, td:last-child {{ text-align: left; }} tr.invalid {{ background: #fde8e8; }}
-</style></head><body>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>loadgrid results</title>
+<style>{CSS}</style></head><body>
 <h1>loadgrid results</h1>
-<p>{len(records)} runs. Each run links to its Locust report.</p>
-<table><thead><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody></table>
+<p class="meta">{len(records)} runs ({len(usable)} valid) — {esc(dims)}. Latency target:
+{fmt_ms(latency_target_ms)} ms{esc(target_source)}. Built from the run records stored in this folder; rebuild with
+<code>python orchestrate.py report FOLDER</code>.</p>
+
+<h2 id="conclusions">Conclusions</h2>
+<ul class="conclusions">
+{conclusions}
+</ul>
+<p class="small">Only valid, completed runs feed the charts, speedups, capacity and conclusions; invalid and
+failed runs are listed in the <a href="#runs">run table</a> with the reason, highlighted in red. {esc(spawn_note)}
+Points in the charts link to their run; hover for the numbers.</p>
+
+<h2 id="throughput">Throughput vs users</h2>
+{_figures(users_charts(records, "rps"))}
+
+<h2 id="latency">Latency vs users</h2>
+{_figures(users_charts(records, "p50") + users_charts(records, "p95", latency_target_ms))}
+<p class="small">{"Charts of one measure share their y scale across variants. " if len(present) > 1 else ""}The
+dashed red line is the p95 target.</p>
+
+<h2 id="scaling">Scaling with replicas</h2>
+<div class="charts"><figure>{scaling_chart(records)}</figure><div>{scaling_table(records)}
+<p class="small">Peak = the highest valid throughput at that replica count over every user count and spawn rate.
+Scaling efficiency = RPS(N) / (N/N<sub>0</sub> × RPS(N<sub>0</sub>)), N<sub>0</sub> the smallest replica count
+run (normally 1); 100% is linear. The dotted lines are linear scaling from N<sub>0</sub>.</p></div></div>
+
+<h2 id="speedup">CPU vs GPU</h2>
+{speedup_section(records)}
+
+<h2 id="capacity">Capacity and saturation</h2>
+<p>Capacity: the highest throughput of a valid run whose p95 stayed under {fmt_ms(latency_target_ms)} ms.
+Saturation: the smallest user count after which throughput never again rose by
+{fmt_pct(analysis.SATURATION_GAIN)} or more (on the curve above).</p>
+{capacity_section(records, latency_target_ms)}
+
+<h2 id="runs">All runs</h2>
+<p class="small">Each run links to its Locust report. Click a column heading to sort.</p>
+{runs_table(records)}
+<script>{SCRIPT}</script>
 </body></html>
 """
 
 
-def write_all(output_dir: Path) -> list[Path]:
+def _list(values: set, fmt=str) -> str:
+    return ", ".join(fmt(v) for v in sorted(values)) or "none"
+
+
+def latency_target(output_dir: Path, latency_target_ms: float | None = None) -> tuple[float, str]:
+    """The target and where it came from: the argument, then `<output>/session.json`, then 500 ms."""
+    if latency_target_ms is not None:
+        return float(latency_target_ms), " (from config.yaml)"
+    try:
+        value = json.loads((output_dir / SESSION_FILE).read_text()).get("latency_target_ms")
+    except (OSError, ValueError, AttributeError):
+        value = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value), f" (from {SESSION_FILE})"
+    return DEFAULT_LATENCY_TARGET_MS, " (default; set latency_target_ms in config.yaml)"
+
+
+def write_all(output_dir: Path, latency_target_ms: float | None = None) -> list[Path]:
     records = store.load_all(output_dir)
+    target, source = latency_target(output_dir, latency_target_ms)
     written = []
-    for name, text in (("summary.csv", summary_csv(records)), ("index.html", index_html(records))):
+    for name, text in (("summary.csv", summary_csv(records)), ("index.html", index_html(records, target, source))):
         store.write_atomic(output_dir / name, text)
         written.append(output_dir / name)
     return written

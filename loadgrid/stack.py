@@ -130,9 +130,12 @@ class ComposeStack:
 
     def scale(self, replicas: int, timeout_s: int) -> list[Replica]:
         """Bring the service to exactly `replicas` healthy containers (health checks decide readiness)."""
-        _run(self.command("up", "--detach", "--no-build", "--remove-orphans", "--scale",
-                          f"{self.service}={replicas}", "--wait", "--wait-timeout", str(timeout_s)),
-             timeout=timeout_s + 60, env=self.env)
+        try:
+            _run(self.command("up", "--detach", "--no-build", "--remove-orphans", "--scale",
+                              f"{self.service}={replicas}", "--wait", "--wait-timeout", str(timeout_s)),
+                 timeout=timeout_s + 60, env=self.env)
+        except StackError as exc:
+            raise self._explain(exc) from None
         if self.gateway_service:
             # A gateway caches the replicas' addresses for a moment; a restart makes it see the new set now
             # instead of sending the first seconds of the next run to a removed replica.
@@ -142,9 +145,14 @@ class ComposeStack:
         found = self.replicas()
         ready = [r for r in found if r.ready]
         if len(ready) != replicas or len(found) != replicas:
-            states = ", ".join(f"{r.name}={r.status}/{r.health}" for r in found) or "none"
+            states = ", ".join(describe(r) for r in found) or "none"
             raise StackError(f"expected {replicas} healthy {self.service} replicas, found {len(ready)} ({states})")
         return found
+
+    def _explain(self, exc: StackError) -> StackError:
+        """A failed `up` names the replicas that did not come up, with exit code and OOM kill."""
+        broken = [describe(r) for r in self.replicas() if not r.ready]
+        return StackError(f"{exc}; replicas: {', '.join(broken)}") if broken else exc
 
     def container_ids(self, service: str | None = None) -> list[str]:
         cmd = ["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={PROJECT_LABEL}={self.project}"]
@@ -183,6 +191,10 @@ class ComposeStack:
                 return answer if isinstance(answer, dict) else None
         return None
 
+    def last_logs(self, container_id: str, lines: int = 20) -> list[str]:
+        proc = _run(["docker", "logs", "--tail", str(lines), container_id], timeout=30, check=False)
+        return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-lines:]
+
     def logs(self, path: Path, tail: int = 500) -> None:
         _run(self.command("logs", "--no-color", "--timestamps", "--tail", str(tail)), timeout=60, env=self.env,
              check=False, log_path=path)
@@ -194,6 +206,15 @@ class ComposeStack:
         left = self.container_ids()
         if left:  # `down` only knows the services of these files: remove the rest of our label too
             _run(["docker", "rm", "--force", "--volumes", *left], timeout=60, check=False)
+
+
+def describe(replica: Replica) -> str:
+    text = f"{replica.name} {replica.status}"
+    if replica.health:
+        text += f"/{replica.health}"
+    if replica.status != "running":
+        text += f" (exit code {replica.exit_code}{', OOM-killed' if replica.oom_killed else ''})"
+    return text
 
 
 def _replica(item: dict) -> Replica:

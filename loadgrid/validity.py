@@ -7,14 +7,16 @@ died or restarted, fewer replicas than planned, failed requests, or a GPU run wh
 from __future__ import annotations
 
 from .stack import Replica
-from .store import LoadReport, ReplicaReport, Validity
+from .store import Incident, LoadReport, ReplicaReport, Validity
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 
 def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: str | None,
-          before: list[Replica], after: list[Replica], reports: list[ReplicaReport]) -> Validity:
+          before: list[Replica], after: list[Replica], reports: list[ReplicaReport],
+          incidents: list[Incident] = (), client_cpu_limit_pct: float = 60.0) -> Validity:
     reasons: list[str] = []
+    client_bound = False
     if error:
         reasons.append(error)
     if load is not None:
@@ -24,7 +26,17 @@ def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: 
             share = 100.0 * load.failures / load.requests
             top = max(load.failure_messages, key=load.failure_messages.get) if load.failure_messages else "?"
             reasons.append(f"{load.failures} of {load.requests} requests failed ({share:.1f}%), mostly: {top}")
-    reasons += crashed_replicas(before, after)
+        if load.window and load.window.get("start_at") is None and load.requests:
+            reasons.append("users were still spawning when the run ended, so no steady state was measured; "
+                           "lengthen run_time or raise the spawn rate")
+        client_bound, why = generator_bound(load.generator, client_cpu_limit_pct)
+        if client_bound:
+            reasons.append(why)
+    described = set()
+    for incident in incidents:
+        described.add(incident.container)
+        reasons.append(describe_incident(incident))
+    reasons += [r for cid, r in crashed_replicas_by_id(before, after) if cid[:12] not in described]
     running = [r for r in after if r.ready]
     if len(running) != expected_replicas:
         reasons.append(f"{len(running)} of {expected_replicas} replicas running and healthy at the end of the run")
@@ -32,23 +44,51 @@ def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: 
         for rep in reports:
             if rep.provider not in GPU_PROVIDERS:
                 reasons.append(f"replica {rep.name} ran on {rep.provider or 'an unknown provider'}, not on the GPU")
-    return Validity(valid=not reasons, reasons=reasons)
+    return Validity(valid=not reasons, reasons=reasons, client_bound=client_bound)
+
+
+def generator_bound(generator: dict, limit_pct: float) -> tuple[bool, str]:
+    """Was the load generator itself the bottleneck? Its CPU over the window against the limit."""
+    used = generator.get("cpu_pct_mean") if generator else None
+    cores = generator.get("cores", 1) if generator else 1
+    if used is not None and used > limit_pct:
+        return True, (f"client-bound: Locust used {used:.0f}% of its {cores} core(s) (limit {limit_pct:.0f}%), "
+                      "so the numbers measure the load generator; raise locust_processes or give it more cores")
+    if generator and generator.get("locust_cpu_warning"):
+        return True, "client-bound: Locust warned that its CPU usage was above 90%"
+    return False, ""
+
+
+def describe_incident(incident: Incident) -> str:
+    detail = []
+    if incident.exit_code is not None:
+        detail.append(f"exit code {incident.exit_code}")
+    if incident.oom_killed:
+        detail.append("OOM-killed")
+    suffix = f" ({', '.join(detail)})" if detail else ""
+    return f"replica {incident.name} {incident.action} during the run{suffix}"
 
 
 def crashed_replicas(before: list[Replica], after: list[Replica]) -> list[str]:
+    return [reason for _, reason in crashed_replicas_by_id(before, after)]
+
+
+def crashed_replicas_by_id(before: list[Replica], after: list[Replica]) -> list[tuple[str, str]]:
     """Replicas that died, restarted or were replaced between two snapshots of the service."""
     reasons = []
     now = {r.container_id: r for r in after}
     for old in before:
         new = now.get(old.container_id)
         if new is None:
-            reasons.append(f"replica {old.name} disappeared during the run")
+            reasons.append((old.container_id, f"replica {old.name} disappeared during the run"))
         elif new.status != "running":
             oom = ", OOM-killed" if new.oom_killed else ""
-            reasons.append(f"replica {new.name} {new.status} during the run (exit code {new.exit_code}{oom})")
+            reasons.append((old.container_id,
+                            f"replica {new.name} {new.status} during the run (exit code {new.exit_code}{oom})"))
         elif new.restart_count != old.restart_count or new.started_at != old.started_at:
             oom = ", OOM-killed" if new.oom_killed else ""
-            reasons.append(f"replica {new.name} restarted during the run (exit code {new.exit_code}{oom})")
+            reasons.append((old.container_id,
+                            f"replica {new.name} restarted during the run (exit code {new.exit_code}{oom})"))
         elif new.health == "unhealthy":
-            reasons.append(f"replica {new.name} turned unhealthy during the run")
+            reasons.append((old.container_id, f"replica {new.name} turned unhealthy during the run"))
     return reasons

@@ -8,9 +8,9 @@ import shutil
 import subprocess
 import sys
 
-from loadgrid import cli, report, store
 from test_store_and_validity import record
 
+from loadgrid import cli, report, store
 from loadgrid.store import Validity
 
 

@@ -28,7 +28,7 @@ def test_each_stack_is_brought_up_once_and_runs_all_its_points():
     p = plan.build(make_config())
     stacks = [(r.variant, r.models) for r in p.runs]
     # consecutive runs share a stack: the stack key changes exactly (number of groups - 1) times
-    changes = sum(1 for a, b in zip(stacks, stacks[1:]) if a != b)
+    changes = sum(1 for a, b in zip(stacks[:-1], stacks[1:], strict=True) if a != b)
     assert changes == len(p.groups) - 1
 
 

@@ -1,0 +1,416 @@
+"""What the stored runs say: pure functions over `list[RunRecord]`, no I/O, no HTML.
+
+Only *usable* runs feed the figures and conclusions: completed, judged valid, with at least one request.
+Invalid, failed and interrupted runs are kept in the run table with their reasons, and nowhere else.
+
+Definitions used by the report (and stated on the page):
+
+- curve of (variant, replicas): one point per user count; when several spawn rates were run at one
+  (variant, replicas, users), the usable run with the highest throughput stands for that user count;
+- scaling: at each replica count, the peak throughput (highest req/s over all users and spawn rates);
+  scaling efficiency = peak(N) / (N / N0 x peak(N0)), N0 the smallest replica count run (normally 1);
+- speedup: for each grid point (replicas, users, spawn rate) with a usable run in both variants,
+  throughput other/base, and the latency ratios other/base (below 1: the other variant is faster);
+- capacity of (variant, replicas): the usable run with the highest throughput whose p95 is under the target;
+- saturation of (variant, replicas): on its curve, the smallest user count after which throughput never
+  again rose by `SATURATION_GAIN` (5%) or more; none when throughput was still rising at the largest count.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+from .plan import format_number
+from .store import RunRecord
+
+SATURATION_GAIN = 0.05
+VARIANT_ORDER = ("cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One usable run as a point on a curve."""
+
+    run_id: str
+    variant: str
+    models: int
+    users: int
+    spawn_rate: float
+    rps: float
+    p50: float | None
+    p95: float | None
+
+    @property
+    def where(self) -> str:
+        return f"{self.users} users, spawn {format_number(self.spawn_rate)}/s"
+
+
+@dataclass(frozen=True)
+class Scaling:
+    variant: str
+    replicas: int
+    peak: Point
+    base_replicas: int
+    base_rps: float
+
+    @property
+    def ratio(self) -> float:
+        """Peak throughput relative to the baseline replica count's peak."""
+        return self.peak.rps / self.base_rps
+
+    @property
+    def efficiency(self) -> float:
+        """RPS(N) / (N/N0 x RPS(N0)): 1.0 is perfect linear scaling."""
+        return self.ratio / (self.replicas / self.base_replicas)
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """One grid point run in both variants: `other` relative to `base`."""
+
+    models: int
+    users: int
+    spawn_rate: float
+    base: Point
+    other: Point
+
+    @property
+    def throughput_ratio(self) -> float:
+        return self.other.rps / self.base.rps
+
+    @property
+    def p50_ratio(self) -> float | None:
+        return ratio(self.other.p50, self.base.p50)
+
+    @property
+    def p95_ratio(self) -> float | None:
+        return ratio(self.other.p95, self.base.p95)
+
+    @property
+    def where(self) -> str:
+        return f"{replicas_text(self.models)}, {self.users} users, spawn {format_number(self.spawn_rate)}/s"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    variant: str
+    replicas: int
+    target_ms: float
+    best: Point | None  # highest throughput with p95 under target; None when no run met it
+    lowest_p95: Point | None  # the closest any run came, for the sentence when none met it
+
+
+@dataclass(frozen=True)
+class Saturation:
+    variant: str
+    replicas: int
+    curve: tuple[Point, ...]
+    at: Point | None  # None: still rising at the largest user count, or fewer than two points
+
+    @property
+    def last(self) -> Point:
+        return self.curve[-1]
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    text: str
+    run_ids: tuple[str, ...] = field(default_factory=tuple)
+    kind: str = "finding"  # "finding", "note" (coverage, missing data)
+    see: str = ""  # the report section that tabulates every run behind it: speedup, scaling, capacity
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def replicas_text(n: int) -> str:
+    return f"{n} replica" if n == 1 else f"{n} replicas"
+
+
+def _short(value: float) -> str:
+    """3 significant figures at most, no trailing '.0': 412.3 -> '412', 37.64 -> '37.6', 40.0 -> '40'."""
+    text = f"{value:.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    return text[:-2] if text.endswith(".0") else text
+
+
+def fmt_rps(value: float) -> str:
+    return _short(value)
+
+
+def fmt_ms(value: float | None) -> str:
+    return "–" if value is None else _short(value)
+
+
+def fmt_pct(fraction: float, signed: bool = False) -> str:
+    return f"{fraction * 100:+.0f}%" if signed else f"{fraction * 100:.0f}%"
+
+
+def usable(record: RunRecord) -> bool:
+    return (record.status == "completed" and record.validity.valid and record.load is not None
+            and record.load.requests > 0)
+
+
+def point(record: RunRecord) -> Point:
+    assert record.load is not None
+    lat = record.load.latency_ms
+    return Point(record.id, record.variant, record.models, record.users, record.spawn_rate, record.load.rps,
+                 lat.get("p50"), lat.get("p95"))
+
+
+def points(records: list[RunRecord]) -> list[Point]:
+    return [point(r) for r in records if usable(r)]
+
+
+def variants(records: list[RunRecord]) -> list[str]:
+    """Every variant present (usable or not), cpu first, then gpu, then any other in name order."""
+    names = {r.variant for r in records}
+    return [v for v in VARIANT_ORDER if v in names] + sorted(names - set(VARIANT_ORDER))
+
+
+def curves(records: list[RunRecord]) -> dict[tuple[str, int], list[Point]]:
+    """(variant, replicas) -> points by user count, the best spawn rate standing for each user count."""
+    best: dict[tuple[str, int, int], Point] = {}
+    for p in points(records):
+        key = (p.variant, p.models, p.users)
+        if key not in best or p.rps > best[key].rps:
+            best[key] = p
+    out: dict[tuple[str, int], list[Point]] = {}
+    for (variant, models, _), p in sorted(best.items()):
+        out.setdefault((variant, models), []).append(p)
+    return out
+
+
+def peaks(records: list[RunRecord]) -> dict[tuple[str, int], Point]:
+    """(variant, replicas) -> the usable run with the highest throughput."""
+    out: dict[tuple[str, int], Point] = {}
+    for p in points(records):
+        key = (p.variant, p.models)
+        if key not in out or p.rps > out[key].rps:
+            out[key] = p
+    return out
+
+
+def scaling(records: list[RunRecord]) -> dict[str, list[Scaling]]:
+    """variant -> one `Scaling` per replica count, relative to the smallest replica count run."""
+    by_variant: dict[str, dict[int, Point]] = {}
+    for (variant, models), p in peaks(records).items():
+        by_variant.setdefault(variant, {})[models] = p
+    out: dict[str, list[Scaling]] = {}
+    for variant, per_n in by_variant.items():
+        base_n = min(per_n)
+        base = per_n[base_n]
+        if base.rps <= 0:
+            continue
+        out[variant] = [Scaling(variant, n, per_n[n], base_n, base.rps) for n in sorted(per_n)]
+    return out
+
+
+def speedups(records: list[RunRecord], base: str = "cpu", other: str = "gpu") -> list[Speedup]:
+    """Every (replicas, users, spawn rate) with a usable run in both variants, in grid order."""
+    by_key: dict[str, dict[tuple[int, int, float], Point]] = {base: {}, other: {}}
+    for p in points(records):
+        if p.variant in by_key:
+            by_key[p.variant][(p.models, p.users, p.spawn_rate)] = p
+    common = sorted(set(by_key[base]) & set(by_key[other]))
+    return [Speedup(m, u, s, by_key[base][(m, u, s)], by_key[other][(m, u, s)]) for m, u, s in common
+            if by_key[base][(m, u, s)].rps > 0]
+
+
+def saturation_point(curve: list[Point], gain: float = SATURATION_GAIN) -> Point | None:
+    """The smallest user count after which throughput never rose by `gain` or more; None if still rising."""
+    for i, p in enumerate(curve[:-1]):
+        if max(q.rps for q in curve[i + 1:]) < p.rps * (1 + gain):
+            return p
+    return None
+
+
+def saturations(records: list[RunRecord], gain: float = SATURATION_GAIN) -> list[Saturation]:
+    return [Saturation(variant, models, tuple(curve), saturation_point(curve, gain))
+            for (variant, models), curve in curves(records).items()]
+
+
+def capacities(records: list[RunRecord], target_ms: float) -> list[Capacity]:
+    groups: dict[tuple[str, int], list[Point]] = {}
+    for p in points(records):
+        groups.setdefault((p.variant, p.models), []).append(p)
+    out = []
+    for (variant, models), pts in sorted(groups.items(), key=lambda kv: (_variant_rank(kv[0][0]), kv[0][1])):
+        under = [p for p in pts if p.p95 is not None and p.p95 < target_ms]
+        with_p95 = [p for p in pts if p.p95 is not None]
+        best = max(under, key=lambda p: p.rps) if under else None
+        lowest = min(with_p95, key=lambda p: p.p95) if with_p95 else None
+        out.append(Capacity(variant, models, target_ms, best, lowest))
+    return out
+
+
+def _variant_rank(variant: str) -> tuple[int, str]:
+    return (VARIANT_ORDER.index(variant), "") if variant in VARIANT_ORDER else (len(VARIANT_ORDER), variant)
+
+
+# --- conclusions -------------------------------------------------------------------------------------------
+
+def conclusions(records: list[RunRecord], target_ms: float) -> list[Conclusion]:
+    """Plain sentences computed from the usable runs, each naming the runs behind it."""
+    out = [_coverage(records)]
+    if not points(records):
+        out.append(Conclusion("No run is usable (valid and completed), so there is nothing to conclude yet; "
+                              "the run table below says why each run was excluded.", (), "note"))
+        return out
+    out += _capacity_sentences(records, target_ms)
+    out += _gpu_vs_cpu(records)
+    out += _scaling_sentences(records)
+    out += _saturation_sentences(records)
+    return out
+
+
+def _coverage(records: list[RunRecord]) -> Conclusion:
+    ok = [r for r in records if usable(r)]
+    excluded = [r for r in records if not usable(r)]
+    failed = [r for r in excluded if r.status != "completed"]
+    invalid = [r for r in excluded if r.status == "completed"]
+    text = f"{len(records)} runs: {len(ok)} valid"
+    if invalid:
+        text += f", {len(invalid)} invalid"
+    if failed:
+        text += f", {len(failed)} failed or interrupted"
+    if excluded:
+        text += " (excluded from the figures and conclusions: " + ", ".join(r.id for r in excluded) + ")"
+    return Conclusion(text + ".", tuple(r.id for r in excluded), "note")
+
+
+def _gpu_vs_cpu(records: list[RunRecord]) -> list[Conclusion]:
+    usable_variants = {p.variant for p in points(records)}
+    present = set(variants(records))
+    if "gpu" not in usable_variants or "cpu" not in usable_variants:
+        if "gpu" in present and "gpu" not in usable_variants:
+            why = "the GPU runs are all invalid or failed"
+        elif "cpu" in present and "cpu" not in usable_variants:
+            why = "the CPU runs are all invalid or failed"
+        elif "gpu" not in present:
+            why = "there is no GPU data (only " + ", ".join(sorted(present)) + " was run)"
+        else:
+            why = "there is no CPU data"
+        return [Conclusion(f"No CPU vs GPU comparison: {why}.", (), "note")]
+    sp = speedups(records)
+    if not sp:
+        return [Conclusion("No CPU vs GPU comparison: no grid point (replicas, users, spawn rate) has a valid run "
+                           "in both variants.", (), "note")]
+    out = []
+    tput = statistics.median(s.throughput_ratio for s in sp)
+    p95s = [s for s in sp if s.p95_ratio is not None]
+    p50s = [s for s in sp if s.p50_ratio is not None]
+    text = f"Across {len(sp)} grid point{'s' if len(sp) != 1 else ''} run on both, GPU gives {tput:.2f}x the " \
+           f"throughput of CPU (median)"
+    if p50s and p95s:
+        text += (f", p50 latency {_change_words(statistics.median(s.p50_ratio for s in p50s))} and p95 latency "
+                 f"{_change_words(statistics.median(s.p95_ratio for s in p95s))} (medians)")
+    out.append(Conclusion(text + ".", tuple(x for s in sp for x in (s.base.run_id, s.other.run_id)), see="speedup"))
+    if p95s:
+        best = min(p95s, key=lambda s: s.p95_ratio)
+        worst = max(p95s, key=lambda s: s.p95_ratio)
+        out.append(Conclusion(f"GPU {_verb(best.p95_ratio)} p95 latency by {fmt_pct(abs(1 - best.p95_ratio))} at "
+                              f"{best.where} ({best.base.run_id} vs {best.other.run_id}): "
+                              f"{fmt_ms(best.base.p95)} → {fmt_ms(best.other.p95)} ms.",
+                              (best.base.run_id, best.other.run_id)))
+        if worst is not best and worst.p95_ratio > 1:
+            out.append(Conclusion(f"But GPU raises p95 latency by {fmt_pct(worst.p95_ratio - 1)} at {worst.where} "
+                                  f"({worst.base.run_id} vs {worst.other.run_id}): "
+                                  f"{fmt_ms(worst.base.p95)} → {fmt_ms(worst.other.p95)} ms.",
+                                  (worst.base.run_id, worst.other.run_id)))
+    top = max(sp, key=lambda s: s.throughput_ratio)
+    out.append(Conclusion(f"The largest throughput gain from the GPU is {top.throughput_ratio:.2f}x at {top.where} "
+                          f"({top.base.run_id} vs {top.other.run_id}): {fmt_rps(top.base.rps)} → "
+                          f"{fmt_rps(top.other.rps)} req/s.", (top.base.run_id, top.other.run_id)))
+    return out
+
+
+def _verb(r: float) -> str:
+    return "cuts" if r <= 1 else "raises"
+
+
+def _change_words(r: float) -> str:
+    if r <= 1:
+        return f"down {fmt_pct(1 - r)}"
+    return f"up {fmt_pct(r - 1)}"
+
+
+def _scaling_sentences(records: list[RunRecord]) -> list[Conclusion]:
+    out = []
+    for variant, rows in sorted(scaling(records).items(), key=lambda kv: _variant_rank(kv[0])):
+        if len(rows) < 2:
+            out.append(Conclusion(f"{variant}: only {replicas_text(rows[0].replicas)} has valid runs, so there is "
+                                  f"no scaling figure.", (rows[0].peak.run_id,), "note"))
+            continue
+        base = rows[0]
+        first = rows[1]
+        parts = [f"{replicas_text(first.replicas)} give {first.ratio:.2f}x the throughput of {base.replicas} "
+                 f"(scaling efficiency {fmt_pct(first.efficiency)}: {fmt_rps(first.peak.rps)} vs "
+                 f"{fmt_rps(base.peak.rps)} req/s at their peaks)"]
+        parts += [f"{s.replicas} give {s.ratio:.2f}x (efficiency {fmt_pct(s.efficiency)}: {fmt_rps(s.peak.rps)} req/s)"
+                  for s in rows[2:]]
+        text = f"{variant}: " + "; ".join(parts) + "."
+        worst = min(rows[1:], key=lambda s: s.efficiency)
+        if worst.efficiency < 0.5:
+            text += (f" At {replicas_text(worst.replicas)} more than half the added capacity is lost "
+                     f"(efficiency {fmt_pct(worst.efficiency)}): the bottleneck is elsewhere.")
+        out.append(Conclusion(text, tuple(s.peak.run_id for s in rows), see="scaling"))
+    return out
+
+
+def _saturation_sentences(records: list[RunRecord]) -> list[Conclusion]:
+    out = []
+    for s in sorted(saturations(records), key=lambda s: (_variant_rank(s.variant), s.replicas)):
+        who = f"{s.variant} with {replicas_text(s.replicas)}"
+        ids = tuple(p.run_id for p in s.curve)
+        if len(s.curve) < 2:
+            out.append(Conclusion(f"{who}: only one user count has a valid run ({s.curve[0].run_id}), so saturation "
+                                  f"cannot be told.", ids, "note"))
+            continue
+        if s.at is None:
+            prev = s.curve[-2]
+            gain = s.last.rps / prev.rps - 1 if prev.rps else 0.0
+            out.append(Conclusion(f"{who} did not saturate within the grid: throughput still rose by {fmt_pct(gain)} "
+                                  f"from {prev.users} to {s.last.users} users ({fmt_rps(prev.rps)} → "
+                                  f"{fmt_rps(s.last.rps)} req/s, {prev.run_id} → {s.last.run_id}); "
+                                  f"try more users.", ids, see="capacity"))
+            continue
+        after = [p for p in s.curve if p.users > s.at.users]
+        text = (f"{who} saturates at about {s.at.users} users ({fmt_rps(s.at.rps)} req/s, {s.at.run_id}); "
+                f"beyond that ")
+        top = after[-1]
+        if s.at.p95 is not None and top.p95 is not None and top.p95 > s.at.p95 * (1 + SATURATION_GAIN):
+            text += (f"latency grows (p95 {fmt_ms(s.at.p95)} → {fmt_ms(top.p95)} ms at {top.users} users, "
+                     f"{top.run_id}), throughput does not.")
+        else:
+            text += f"throughput does not grow (up to {top.users} users, {top.run_id})."
+        out.append(Conclusion(text, ids, see="capacity"))
+    return out
+
+
+def _capacity_sentences(records: list[RunRecord], target_ms: float) -> list[Conclusion]:
+    caps = capacities(records, target_ms)
+    out = []
+    met = [c for c in caps if c.best is not None]
+    target = fmt_ms(target_ms)
+    if met:
+        top = max(met, key=lambda c: c.best.rps)
+        b = top.best
+        out.append(Conclusion(f"The highest throughput with p95 under {target} ms: {top.variant} "
+                              f"{replicas_text(top.replicas)}, {fmt_rps(b.rps)} req/s at {b.users} users "
+                              f"(p95 {fmt_ms(b.p95)} ms, {b.run_id}).", (b.run_id,)))
+        for variant in {c.variant for c in met} - {top.variant}:
+            vbest = max((c for c in met if c.variant == variant), key=lambda c: c.best.rps)
+            vb = vbest.best
+            out.append(Conclusion(f"For {variant} it is {replicas_text(vbest.replicas)}: {fmt_rps(vb.rps)} req/s at "
+                                  f"{vb.users} users (p95 {fmt_ms(vb.p95)} ms, {vb.run_id}).", (vb.run_id,)))
+    for c in caps:
+        if c.best is None:
+            low = c.lowest_p95
+            if low is None:
+                continue
+            out.append(Conclusion(f"{c.variant} with {replicas_text(c.replicas)} never kept p95 under {target} ms "
+                                  f"(lowest: {fmt_ms(low.p95)} ms at {low.users} users, {low.run_id}).",
+                                  (low.run_id,)))
+    return out
