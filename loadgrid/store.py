@@ -151,9 +151,14 @@ def load(path: Path) -> RunRecord:
     return RunRecord.from_dict(data, source=str(path))
 
 
+# JSON files that sit beside a run's record but are not records (Locust's stats, window, telemetry series).
+COMPANION_SUFFIXES = (".stats.json", ".window.json", ".telemetry.json")
+
+
 def record_paths(output_dir: Path) -> list[Path]:
-    """Every run record under `output_dir/<variant>/`: `<m>_<u>_<s>.json` (not Locust's `.stats.json`)."""
-    return sorted(p for p in output_dir.glob("*/*.json") if not p.name.endswith(".stats.json"))
+    """Every run record under `output_dir/<variant>/`: `<m>_<u>_<s>.json`, not its companions."""
+    return sorted(p for p in output_dir.glob("*/*.json")
+                  if not p.name.endswith(COMPANION_SUFFIXES) and not p.name.startswith("."))
 
 
 def finished_points(output_dir: Path, fingerprints: dict[str, str], retry_failed: bool) -> set[str]:

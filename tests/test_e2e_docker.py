@@ -44,17 +44,27 @@ def test_tiny_grid_end_to_end(tmp_path):
             assert html.is_file() and "locust" in html.read_text().lower()
             record = json.loads((output / "cpu" / f"{name}.json").read_text())
             assert record["status"] == "completed"
-            assert record["validity"] == {"valid": True, "reasons": []}, record["validity"]
+            assert record["validity"]["valid"] and record["validity"]["reasons"] == [], record["validity"]
             load = record["load"]
             assert load["requests"] > 0 and load["failures"] == 0
+            # statistics cover the steady state; the whole run (with ramp-up) is kept beside them
+            assert load["window"]["start_at"] >= load["window"]["spawn_complete_at"]
+            assert load["whole_run"]["requests"] > load["requests"]
+            assert 0 < load["generator"]["cpu_pct_mean"] <= 100 and load["generator"]["samples"] >= 3
+            # telemetry: every container of the stack was sampled during the run
+            containers = record["telemetry"]["containers"]
+            assert sum(1 for name in containers if "-model-" in name) == int(name[0])
+            assert all(c["samples"] >= 3 and c["mem_mb_max"] > 0 for c in containers.values())
+            assert record["telemetry"]["gpu_absent"] == "not a GPU run"
             models = int(name[0])
             assert record["stack"]["replicas_seen"] == models
             replicas = record["stack"]["replicas"]
             assert len(replicas) == models
             assert all(r["provider"] == "CPUExecutionProvider" for r in replicas)
-            # every request Locust counted was served by one of the replicas (plus those in flight at the end)
+            # every request Locust counted in the whole run was served by one of the replicas (plus those in
+            # flight when Locust stopped)
             served = sum(r["requests_served"] for r in replicas)
-            assert load["requests"] <= served <= load["requests"] + 4
+            assert load["whole_run"]["requests"] <= served <= load["whole_run"]["requests"] + 4
             assert (output / "cpu" / f"{name}.stats.json").is_file()
         assert "cpu/2_4_2" in (output / "summary.csv").read_text()
         assert 'href="cpu/1_4_2.html"' in (output / "index.html").read_text()

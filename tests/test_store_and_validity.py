@@ -45,7 +45,8 @@ def test_unknown_schema_is_refused_with_a_clear_line(tmp_path):
 
 def test_locust_stats_json_is_not_taken_for_a_record(tmp_path):
     store.write(record(), tmp_path / "cpu" / "2_50_10.json")
-    (tmp_path / "cpu" / "2_50_10.stats.json").write_text("[]")
+    for companion in ("stats", "window", "telemetry"):
+        (tmp_path / "cpu" / f"2_50_10.{companion}.json").write_text("[]")
     assert [p.name for p in store.record_paths(tmp_path)] == ["2_50_10.json"]
 
 
