@@ -93,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         return 143 if isinstance(exc, _Terminated) else 130
 
 
+def _say(line: str) -> None:
+    # Flushed line by line: progress must reach a pipe or a CI log as it happens, not at exit.
+    print(line, flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = config_mod.load(args.config)
     plan = plan_mod.build(config)
@@ -111,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     grid.preflight(config, plan)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        outcome = grid.run_grid(config, plan)
+        outcome = grid.run_grid(config, plan, say=_say)
     finally:
         signal.signal(signal.SIGTERM, previous)
     session = grid.write_session(config, outcome)

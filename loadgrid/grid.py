@@ -128,7 +128,7 @@ def _port_taken(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("0.0.0.0", port))
+            sock.bind(("127.0.0.1", port))
         except OSError:
             return True
     return False
@@ -179,7 +179,7 @@ def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome
             try:
                 say(f"[{variant}] scaling {config.service} to {group.models}")
                 stack.scale(group.models, config.startup_timeout_s)
-                wait_reachable(config.host)
+                wait_reachable(config.host, timeout_s=min(30, config.startup_timeout_s))
                 scale_error = None
             except StackError as exc:
                 scale_error = str(exc)
@@ -249,7 +249,7 @@ def _failed_record(config: Config, spec: RunSpec, stack: ComposeStack, error: st
         run_time_s=spec.run_time_s, host=config.host, status="failed", started_at=stamp, ended_at=stamp,
         stack=StackReport(project=stack.project, compose_files=[str(p) for p in stack.files],
                           replicas_expected=spec.models),
-        load=None, validity=Validity(valid=False, reasons=[error]), error=error,
+        load=None, validity=Validity(valid=False, reasons=[error]), error=error, repeat=spec.repeat,
     )
 
 
@@ -260,6 +260,19 @@ def _probe_all(config: Config, stack: ComposeStack, replicas: list[Replica]) -> 
 
 def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, say,
                progress: Progress) -> RunRecord:
+    """Measure one point; on Ctrl-C or SIGTERM, record it as interrupted (whatever the phase) and re-raise."""
+    try:
+        return _measure(config, spec, stack, t, say, progress)
+    except KeyboardInterrupt:
+        record = _failed_record(config, spec, stack, "interrupted by the user")
+        record.status = "interrupted"
+        record.fingerprint = plan_mod.fingerprint(config, spec)
+        store.write(record, load.RunFiles.for_run(spec, config.output_dir).record)
+        raise
+
+
+def _measure(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, say,
+             progress: Progress) -> RunRecord:
     files = load.RunFiles.for_run(spec, config.output_dir)
     t0 = time.monotonic()
     before = stack.replicas()
@@ -268,25 +281,20 @@ def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, s
     say(f"{progress.begin(spec)}: {spec.users} users, spawn rate {spec.spawn_rate:g}/s, {spec.run_time_s}s")
     started_at = now()
     t0 = time.monotonic()
-    status, error = "completed", None
-    result: load.LoadResult | None = None
     options = load_options(config)
     monitor = Monitor(stack.project, stack.service, gpu=spec.variant == "gpu")
     try:
         with monitor:
             result = load.run(spec, config.host, config.locustfile, files,
                               load.locust_env(config.images_dir, config.predict_path, files, options), options)
-    except KeyboardInterrupt:
-        status, error = "interrupted", "interrupted by the user"
     finally:
         t.load_s += time.monotonic() - t0
-        ended_at = now()
-    if result is not None and result.error:
-        status, error = "failed", result.error
+    ended_at = now()
+    status, error = ("failed", result.error) if result.error else ("completed", None)
 
     t0 = time.monotonic()
     after = stack.replicas()
-    probes_after = _probe_all(config, stack, after) if status != "interrupted" else {}
+    probes_after = _probe_all(config, stack, after)
     incidents = _incidents(stack, monitor, after)
     stack.logs(files.stack_log)
     store.write_atomic(files.telemetry_json, json.dumps({
@@ -296,13 +304,13 @@ def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, s
     reports = [_replica_report(r, probes_before.get(r.container_id, {}), probes_after.get(r.container_id, {}))
                for r in after]
     load_report = None
-    if result is not None and result.locust_exit is not None and not (result.error and not result.requests):
+    if result.locust_exit is not None and not (result.error and not result.requests):
         load_report = LoadReport(result.locust_exit, result.requests, result.failures, result.rps,
                                  result.duration_s, result.latency_ms, result.failure_messages,
                                  window=result.window, whole_run=result.whole_run, generator=result.generator)
     verdict = validity.judge(spec.variant, spec.models, load_report, error, before, after, reports, incidents,
                              config.client_cpu_limit_pct)
-    record = RunRecord(
+    return RunRecord(
         id=spec.id, variant=spec.variant, models=spec.models, users=spec.users, spawn_rate=spec.spawn_rate,
         run_time_s=spec.run_time_s, host=config.host, status=status, started_at=started_at, ended_at=ended_at,
         stack=_stack_report(config, spec, stack, after, reports), load=load_report, validity=verdict,
@@ -311,11 +319,6 @@ def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, s
                             "telemetry": files.telemetry_json.name},
         repeat=spec.repeat, incidents=incidents, telemetry=monitor.telemetry.summary(),
     )
-    if status == "interrupted":
-        record.fingerprint = plan_mod.fingerprint(config, spec)
-        store.write(record, files.record)
-        raise KeyboardInterrupt
-    return record
 
 
 def load_options(config: Config) -> load.LoadOptions:

@@ -116,7 +116,7 @@ class ComposeStack:
         proc = _run(self.command("config", "--services"), timeout=60, env=self.env, check=False)
         if proc.returncode != 0:
             files = ", ".join(str(p) for p in self.files)
-            raise StackError(f"compose file invalid ({files}): {_last_line(proc.stderr)}")
+            raise UserError(f"compose file invalid ({files}): {_last_line(proc.stderr)}")
         services = proc.stdout.split()
         if self.service not in services:
             raise UserError(f"config: service: {self.service!r} is not a service of {self.files[0].name} "
