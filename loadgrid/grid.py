@@ -7,6 +7,7 @@ The stack of a variant is torn down when the variant ends, also on error, Ctrl-C
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,12 +57,26 @@ class GridOutcome:
 class Progress:
     """Run k of n, elapsed, and an ETA: the load time left plus the overhead per run seen so far."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, live: bool | None = None):
         self.total = len(plan.runs)
         self.remaining_load_s = plan.load_time_s
         self.load_done_s = 0
         self.started = time.monotonic()
         self.done = 0
+        # On a terminal a status line ticks during each run; in a pipe or CI log only whole lines are printed.
+        self.live = sys.stdout.isatty() if live is None else live
+
+    def tick(self, spec: RunSpec, seconds: float) -> None:
+        if self.live:
+            elapsed = time.monotonic() - self.started
+            sys.stdout.write(f"\r  {spec.id}: {min(seconds, spec.run_time_s):.0f}/{spec.run_time_s}s of this run, "
+                             f"run {self.done + 1}/{self.total}, elapsed {_clock(elapsed)}\033[K")
+            sys.stdout.flush()
+
+    def clear(self) -> None:
+        if self.live:
+            sys.stdout.write("\r\033[K")
+            sys.stdout.flush()
 
     def begin(self, spec: RunSpec) -> str:
         elapsed = time.monotonic() - self.started
@@ -286,8 +301,10 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, say
     try:
         with monitor:
             result = load.run(spec, config.host, config.locustfile, files,
-                              load.locust_env(config.images_dir, config.predict_path, files, options), options)
+                              load.locust_env(config.images_dir, config.predict_path, files, options), options,
+                              on_tick=lambda seconds: progress.tick(spec, seconds))
     finally:
+        progress.clear()
         t.load_s += time.monotonic() - t0
     ended_at = now()
     status, error = ("failed", result.error) if result.error else ("completed", None)

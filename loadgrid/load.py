@@ -167,7 +167,8 @@ class CpuMeter:
 
 
 def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[str, str],
-        options: LoadOptions = LoadOptions()) -> LoadResult:
+        options: LoadOptions = LoadOptions(), on_tick=None) -> LoadResult:
+    """Run Locust for one point; `on_tick(seconds_elapsed)` is called about once a second (live progress)."""
     files.folder.mkdir(parents=True, exist_ok=True)
     cmd = locust_command(spec, host, locustfile, files, options)
     # Bounded: run time + stop timeout + a margin for start-up and writing the report.
@@ -176,7 +177,8 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=files.folder,
                                 stdin=subprocess.DEVNULL)
         meter = CpuMeter(proc.pid)
-        deadline = time.monotonic() + limit
+        began = time.monotonic()
+        deadline = began + limit
         try:
             while True:
                 try:
@@ -184,6 +186,8 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                     break
                 except subprocess.TimeoutExpired:
                     meter.sample()
+                    if on_tick:
+                        on_tick(time.monotonic() - began)
                     if time.monotonic() > deadline:
                         raise
         except subprocess.TimeoutExpired:

@@ -102,11 +102,22 @@ def describe(plan: Plan, config: Config) -> str:
                     f" run_time={run.run_time_s}s -> {run.html_path(config.output_dir)}"
                 )
     minutes, seconds = divmod(plan.load_time_s, 60)
+    est_min, est_s = divmod(estimated_total_s(plan), 60)
     lines.append(
-        f"{total} runs, {len(plan.groups)} stack sizes; load time {minutes}m{seconds:02d}s "
-        f"(plus image builds, scaling and start-up)"
+        f"{total} runs, {len(plan.groups)} stack sizes; load time {minutes}m{seconds:02d}s, "
+        f"estimated total about {est_min}m{est_s:02d}s with builds, scaling and probes"
     )
     return "\n".join(lines)
+
+
+# Overheads measured on the reference stack (2 cores, warm build cache): see the README's figures.
+BUILD_S, SCALE_S, PER_RUN_S = 30, 8, 4
+
+
+def estimated_total_s(plan: Plan) -> int:
+    """Load time plus typical overheads: a build per variant, a re-scale per stack size, probes per run."""
+    return int(plan.load_time_s + BUILD_S * len(plan.variants) + SCALE_S * len(plan.groups)
+               + PER_RUN_S * len(plan.runs))
 
 
 def fingerprint(config: Config, spec: RunSpec) -> str:
