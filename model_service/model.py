@@ -111,6 +111,11 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def prepare(data: bytes, max_pixels: int) -> np.ndarray:
+    """Encoded image -> model input (1, 3, 224, 224): what one request costs before inference."""
+    return preprocess(decode_image(data, max_pixels))
+
+
 def preprocess(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> float32 (1, 3, 224, 224), cropped and normalised as in training."""
     height, width = rgb.shape[:2]
@@ -141,7 +146,8 @@ def requested_providers(device: str, available: list[str]) -> list[str]:
     if device == "gpu":
         if CUDA not in available:
             raise DeviceUnavailable(
-                f"DEVICE=gpu but this onnxruntime build has no {CUDA} (available: {', '.join(available)})"
+                f"DEVICE=gpu but this onnxruntime build has no {CUDA} (available: {', '.join(available)}); "
+                "this is the CPU image: the GPU image is built with -f docker-compose.gpu.yml"
             )
         return [CUDA, CPU]
     raise DeviceUnavailable(f"DEVICE must be 'cpu' or 'gpu', not {device!r}")
@@ -158,9 +164,33 @@ def check_active_provider(device: str, active: list[str]) -> str:
     return active[0]
 
 
+def gpu_missing() -> str | None:
+    """Why this container sees no NVIDIA GPU, or None when it does.
+
+    Checked before ORT is asked for CUDA, so a replica without a GPU says so in plain words instead of
+    ORT's fallback warning. The NVIDIA Container Toolkit mounts /dev/nvidiactl and /dev/nvidiaN into
+    containers that reserved a GPU; without the reservation (or the toolkit) they are absent.
+    """
+    if not os.path.exists("/dev/nvidiactl") or not glob.glob("/dev/nvidia[0-9]*"):
+        return ("no NVIDIA GPU visible in this container (/dev/nvidia* absent): run it with a GPU reservation "
+                "(docker-compose.gpu.yml) on a host whose Docker has the NVIDIA Container Toolkit")
+    return None
+
+
 def device_name(device: str) -> str:
     """Human-readable CPU model or GPU name, for the run's record."""
     if device == "gpu":
+        try:  # NVML (nvidia-ml-py, in the GPU image) names the first GPU the container sees, as CUDA does
+            import pynvml
+
+            pynvml.nvmlInit()
+            try:
+                name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(0))
+                return name.decode() if isinstance(name, bytes) else name
+            finally:
+                pynvml.nvmlShutdown()
+        except Exception:  # no NVML here: fall back to the driver's /proc entry
+            pass
         for info in sorted(glob.glob("/proc/driver/nvidia/gpus/*/information")):
             with open(info, encoding="utf-8", errors="replace") as f:
                 for line in f:
@@ -193,13 +223,26 @@ class Classifier:
     device: str
     sha256: str
 
-    def classify(self, rgb: np.ndarray) -> list[dict]:
-        (logits,) = self.session.run(None, {self.session.get_inputs()[0].name: preprocess(rgb)})
-        return top_k(logits[0], self.labels)
+    def infer(self, batch: np.ndarray) -> list[list[dict]]:
+        """One session run over a (n, 3, 224, 224) batch; the top-k of each row."""
+        (logits,) = self.session.run(None, {self.session.get_inputs()[0].name: batch})
+        return [top_k(row, self.labels) for row in logits]
 
-    def warm_up(self) -> None:
-        """One inference, so the first real request does not pay for lazy initialisation."""
-        self.classify(np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8))
+    def classify(self, rgb: np.ndarray) -> list[dict]:
+        return self.infer(preprocess(rgb))[0]
+
+    def warm_up(self, max_batch_size: int = 1) -> None:
+        """Run every batch shape the service will use before /health turns 200.
+
+        The first run of a shape pays for lazy initialisation (and on CUDA for cuDNN's algorithm search
+        and arena growth). Warming up at the largest batch also means a replica whose GPU memory is too
+        small fails here, loudly, instead of mid-benchmark; and its memory use is at its peak when the
+        orchestrator measures it. On the CPU the sizes in between cost nothing extra, so only 1 and max.
+        """
+        sizes = range(1, max_batch_size + 1) if self.device == "gpu" else sorted({1, max_batch_size})
+        one = preprocess(np.zeros((INPUT_SIZE, INPUT_SIZE, 3), np.uint8))
+        for n in sizes:
+            self.infer(np.repeat(one, n, axis=0))
 
 
 def load_labels(path: str) -> list[str]:
@@ -210,9 +253,29 @@ def load_labels(path: str) -> list[str]:
     return labels
 
 
-def load_classifier(model_path: str, labels_path: str, device: str = "cpu", intra_op_threads: int = 1):
+def cuda_options(gpu_mem_limit_mb: int = 0) -> dict:
+    """CUDA execution provider options: predictable memory, so N replicas can be planned to fit."""
+    options = {
+        "device_id": 0,  # the first GPU the container sees (the reservation decides which one that is)
+        # Grow the arena by what is asked, not in powers of two: a replica holds what it needs, no more.
+        "arena_extend_strategy": "kSameAsRequested",
+    }
+    if gpu_mem_limit_mb > 0:
+        options["gpu_mem_limit"] = gpu_mem_limit_mb * 2**20
+    return options
+
+
+def load_classifier(model_path: str, labels_path: str, device: str = "cpu", intra_op_threads: int = 1,
+                    gpu_mem_limit_mb: int = 0) -> Classifier:
     """Create the ORT session on the requested device, or raise DeviceUnavailable."""
-    providers = requested_providers(device, ort.get_available_providers())
+    providers: list = requested_providers(device, ort.get_available_providers())
+    if device == "gpu":
+        missing = gpu_missing()
+        if missing:
+            raise DeviceUnavailable(f"DEVICE=gpu but {missing}")
+        if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN come from PyPI wheels (nvidia-*), not the system
+            ort.preload_dlls()
+        providers = [(CUDA, cuda_options(gpu_mem_limit_mb)), CPU]
     options = ort.SessionOptions()
     # One replica = a fixed number of cores, so adding replicas is measured honestly.
     options.intra_op_num_threads = intra_op_threads
@@ -220,5 +283,6 @@ def load_classifier(model_path: str, labels_path: str, device: str = "cpu", intr
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     cv2.setNumThreads(intra_op_threads)  # OpenCV's resize would otherwise use every core
     session = ort.InferenceSession(model_path, sess_options=options, providers=providers)
+    # ORT's Python API quietly retries on the CPU when CUDA fails to initialise: refuse that.
     provider = check_active_provider(device, session.get_providers())
     return Classifier(session, load_labels(labels_path), provider, device, file_sha256(model_path))
