@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from loadgrid import grid, plan
 from test_plan import make_config
+
+from loadgrid import grid, plan
 
 
 def test_progress_lines_and_eta(capsys):
