@@ -1,61 +1,47 @@
-"""The load loadgrid sends: each request posts one of the images, picked at random, to the model.
+"""The load loadgrid sends: each request posts the payload (an image picked at random, or a JSON document).
 
-A 200 whose body is not a valid prediction counts as a failure: a gateway error page or an empty
-answer must never pass for a served request. Settings come from the environment (set by loadgrid):
-  LOADGRID_IMAGES_DIR    folder of .jpg/.jpeg/.png files (default: images/ beside this file)
-  LOADGRID_PREDICT_PATH  endpoint path (default: /predict)
+Replace it with your own: subclass `LoadgridUser` and define `request(self)` to keep loadgrid's pacing
+(closed loop, N requests per user, open-loop arrival rate); a plain Locust user works for timed runs.
+
+What counts as served (LOADGRID_EXPECT): `prediction`, a 200 whose body is a valid prediction, so a
+gateway error page or an empty answer never passes for a served request (the default for images); or
+`status`, any 2xx (the default for JSON documents). Settings come from the environment (set by loadgrid):
+  LOADGRID_PAYLOAD        a folder of images, an image, a .json or .jsonl file
+                          (default: $PAYLOAD, then LOADGRID_IMAGES_DIR, then images/ beside this file)
+  LOADGRID_SEND_AS        raw (the JPEG as application/octet-stream) or multipart (field `file`)
+  LOADGRID_PREDICT_PATH   endpoint path (default: /predict); the host is Locust's --host, or $ENDPOINT
 """
 
 import os
-import random
 from pathlib import Path
+from urllib.parse import urlparse
 
-from locust import FastHttpUser, constant, task
+from loadgrid import payload
+from loadgrid.locust_users import LoadgridUser
 
-IMAGES_DIR = Path(os.environ.get("LOADGRID_IMAGES_DIR", Path(__file__).parent / "images"))
-PREDICT_PATH = os.environ.get("LOADGRID_PREDICT_PATH", "/predict")
-SUFFIXES = (".jpg", ".jpeg", ".png")
+ENDPOINT = urlparse(os.environ.get("ENDPOINT", ""))
+SOURCE = (os.environ.get("LOADGRID_PAYLOAD") or os.environ.get("PAYLOAD") or os.environ.get("LOADGRID_IMAGES_DIR")
+          or str(Path(__file__).parent / "images"))
+PREDICT_PATH = os.environ.get("LOADGRID_PREDICT_PATH") or ENDPOINT.path or "/predict"
 
-# Read once: the load generator must not spend its CPU on disk reads.
-PAYLOADS = [
-    (p.name, p.read_bytes(), "image/png" if p.suffix.lower() == ".png" else "image/jpeg")
-    for p in sorted(IMAGES_DIR.iterdir())
-    if p.suffix.lower() in SUFFIXES
-]
-if not PAYLOADS:
-    raise SystemExit(f"loadgrid locustfile: no images in {IMAGES_DIR}")
-
-
-def prediction_problem(body: object) -> str | None:
-    """None when `body` is a valid prediction, else what is wrong with it."""
-    if not isinstance(body, dict):
-        return "body is not a JSON object"
-    predictions = body.get("predictions")
-    if not isinstance(predictions, list) or not predictions:
-        return "no predictions in the answer"
-    for p in predictions:
-        if not isinstance(p, dict) or not isinstance(p.get("label"), str):
-            return "a prediction has no label"
-        if not isinstance(p.get("score"), (int, float)) or not 0 <= p["score"] <= 1:
-            return "a prediction has no score in [0, 1]"
-    return None
+# Read and encoded once: the load generator must not spend its CPU on disk reads or encoding.
+try:
+    if payload.is_url(SOURCE):  # loadgrid fetches URLs itself before the run; this is for locust -f alone
+        SOURCE = str(payload.fetch(SOURCE, Path(os.environ.get("TMPDIR", "/tmp"))))
+    PAYLOAD = payload.load(SOURCE, os.environ.get("LOADGRID_SEND_AS", "raw"))
+except payload.PayloadError as exc:
+    raise SystemExit(f"loadgrid locustfile: {exc}") from None
+EXPECT = os.environ.get("LOADGRID_EXPECT") or payload.default_expect(PAYLOAD.kind)
 
 
-class ModelUser(FastHttpUser):
-    # No think time: each user is one client sending back to back (concurrency = users).
-    wait_time = constant(0)
+class ModelUser(LoadgridUser):
+    host = f"{ENDPOINT.scheme}://{ENDPOINT.netloc}" if ENDPOINT.netloc else None  # --host wins
 
-    @task
-    def predict(self):
-        name, data, content_type = random.choice(PAYLOADS)
-        with self.client.post(PREDICT_PATH, data=data, headers={"Content-Type": content_type},
+    def request(self):
+        body = PAYLOAD.pick()
+        with self.client.post(PREDICT_PATH, data=body.data, headers={"Content-Type": body.content_type},
                               name=PREDICT_PATH, catch_response=True) as resp:
-            if resp.status_code != 200:
-                resp.failure(f"HTTP {resp.status_code}")
-                return
-            try:
-                problem = prediction_problem(resp.json())
-            except ValueError:
-                problem = "body is not JSON"
+            problem = payload.response_problem(resp.status_code, resp.json, EXPECT)
             if problem:
                 resp.failure(problem)
+

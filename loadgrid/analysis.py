@@ -13,11 +13,17 @@ Definitions used by the report (and stated on the page):
   throughput other/base, and the latency ratios other/base (below 1: the other variant is faster);
 - capacity of (variant, replicas): the usable run with the highest throughput whose p95 is under the target;
 - saturation of (variant, replicas): on its curve, the smallest user count after which throughput never
-  again rose by `SATURATION_GAIN` (5%) or more; none when throughput was still rising at the largest count.
+  again rose by `SATURATION_GAIN` (5%) or more; none when throughput was still rising at the largest count;
+- repeats: a grid point (variant, replicas, users, spawn rate) run several times is one point everywhere
+  above, the mean of its usable repeats; `point_stats` gives the mean with a 95% confidence interval
+  (Student t, df = n - 1) of throughput, p50 and p95, and flags a wide spread: a coefficient of variation
+  (standard deviation / mean of the repeats) above `SPREAD_CV` (10%) in throughput, p50 or p95, where a
+  latency spread under `LATENCY_RESOLUTION_MS` (2 ms, about Locust's resolution) is not counted.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 
@@ -26,13 +32,27 @@ from .store import RunRecord
 
 SATURATION_GAIN = 0.05
 VARIANT_ORDER = ("cpu", "gpu")
+SPREAD_CV = 0.10
+LATENCY_RESOLUTION_MS = 2.0
+
+# Two-sided 95% Student t quantiles t(0.975, df) for df = 1..30.
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+       2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+       2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t95(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (from the table; 1.96 + 2.4/df above 30)."""
+    if df < 1:
+        raise ValueError("a confidence interval needs at least two samples (df >= 1)")
+    return T95[df - 1] if df <= len(T95) else 1.96 + 2.4 / df
 
 
 @dataclass(frozen=True)
 class Point:
-    """One usable run as a point on a curve."""
+    """One usable run as a point on a curve, or the mean of a grid point's usable repeats."""
 
-    run_id: str
+    run_id: str  # the run, or the first usable repeat
     variant: str
     models: int
     users: int
@@ -40,10 +60,82 @@ class Point:
     rps: float
     p50: float | None
     p95: float | None
+    run_ids: tuple[str, ...] = ()  # every usable repeat behind the figures (empty: just run_id)
 
     @property
     def where(self) -> str:
         return f"{self.users} users, spawn {format_number(self.spawn_rate)}/s"
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return self.run_ids or (self.run_id,)
+
+    @property
+    def n(self) -> int:
+        return len(self.ids)
+
+    @property
+    def ref(self) -> str:
+        """How a sentence names it: the run id, and how many more repeats its mean covers."""
+        if self.n == 1:
+            return self.run_id
+        return f"{self.run_id} + {self.n - 1} repeat{'s' if self.n > 2 else ''}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean of the usable repeats with a 95% confidence interval (None bounds with one repeat)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+    sd: float | None
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.high is None else self.high - self.mean
+
+    @property
+    def cv(self) -> float | None:
+        return None if self.sd is None or not self.mean else self.sd / abs(self.mean)
+
+
+@dataclass(frozen=True)
+class PointStats:
+    """A grid point over its repeats: every run, the usable ones, and their mean and spread."""
+
+    name: str  # the point's id: `<variant>/<point>`, the id of its first repeat
+    variant: str
+    models: int
+    users: int
+    spawn_rate: float
+    run_ids: tuple[str, ...]  # every repeat, usable or not, in repeat order
+    usable_ids: tuple[str, ...]
+    rps: Estimate | None
+    p50: Estimate | None
+    p95: Estimate | None
+    wide: tuple[str, ...] = ()  # the measures whose spread is too wide: "req/s", "p50", "p95"
+    arrival_rate: float = 0.0  # open-loop runs (a fixed arrival rate): not on the users curves
+
+    @property
+    def n(self) -> int:
+        return len(self.usable_ids)
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.wide)
+
+    @property
+    def spread_note(self) -> str:
+        if self.wide:
+            parts = []
+            for label, est in (("req/s", self.rps), ("p50", self.p50), ("p95", self.p95)):
+                if label in self.wide and est is not None and est.cv is not None:
+                    parts.append(f"{label} CV {fmt_pct(est.cv)}")
+            return "wide spread: " + ", ".join(parts)
+        if len(self.run_ids) > 1 and self.n < 2:
+            return f"{self.n} usable of {len(self.run_ids)} repeats: no interval"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -117,7 +209,7 @@ class Saturation:
 class Conclusion:
     text: str
     run_ids: tuple[str, ...] = field(default_factory=tuple)
-    kind: str = "finding"  # "finding", "note" (coverage, missing data)
+    kind: str = "finding"  # "finding", "note" (coverage, missing data), "warning" (wide spread over repeats)
     see: str = ""  # the report section that tabulates every run behind it: speedup, scaling, capacity
 
 
@@ -159,8 +251,79 @@ def point(record: RunRecord) -> Point:
                  lat.get("p50"), lat.get("p95"))
 
 
+def arrival_rate(record: RunRecord) -> float:
+    """The open-loop arrival rate of a run (req/s), 0 for closed-loop users."""
+    return float(getattr(record, "arrival_rate", None) or 0.0)
+
+
+def grid_key(record: RunRecord) -> tuple:
+    """What makes runs repeats of one grid point: variant, replicas, users, spawn rate (and open-loop rate)."""
+    return (record.variant, record.models, arrival_rate(record), bool(getattr(record, "capacity_probe", False)),
+            record.users, record.spawn_rate)
+
+
+def point_name(record: RunRecord) -> str:
+    """`<variant>/<point>`: the run's id without its `_r<k>` repeat suffix."""
+    suffix = f"_r{record.repeat}"
+    return record.id[:-len(suffix)] if record.repeat > 1 and record.id.endswith(suffix) else record.id
+
+
+def estimate(values: list[float]) -> Estimate | None:
+    """Mean and 95% CI (Student t) of a few values; no interval from a single value."""
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Estimate(mean, None, None, None)
+    sd = statistics.stdev(values)
+    half = t95(len(values) - 1) * sd / math.sqrt(len(values))
+    return Estimate(mean, mean - half, mean + half, sd)
+
+
+def _wide(est: Estimate | None, floor: float = 0.0) -> bool:
+    return est is not None and est.cv is not None and est.cv > SPREAD_CV and est.sd > floor
+
+
+def point_stats(records: list[RunRecord]) -> list[PointStats]:
+    """One entry per grid point (variant, replicas, users, spawn rate), over its repeats, in grid order."""
+    groups: dict[tuple, list[RunRecord]] = {}
+    for r in records:
+        groups.setdefault(grid_key(r), []).append(r)
+    out = []
+    for key in sorted(groups, key=lambda k: (_variant_rank(k[0]), *k[1:])):
+        variant, models, rate, _, users, spawn = key
+        runs = sorted(groups[key], key=lambda r: (r.repeat, r.id))
+        ok = [r for r in runs if usable(r)]
+        pts = [point(r) for r in ok]
+        rps = estimate([p.rps for p in pts])
+        p50 = estimate([p.p50 for p in pts if p.p50 is not None])
+        p95 = estimate([p.p95 for p in pts if p.p95 is not None])
+        wide = tuple(label for label, est, floor in (("req/s", rps, 0.0), ("p50", p50, LATENCY_RESOLUTION_MS),
+                                                     ("p95", p95, LATENCY_RESOLUTION_MS)) if _wide(est, floor))
+        out.append(PointStats(point_name(runs[0]), variant, models, users, spawn, tuple(r.id for r in runs),
+                              tuple(r.id for r in ok), rps, p50, p95, wide, rate))
+    return out
+
+
+def has_repeats(records: list[RunRecord]) -> bool:
+    """Does any grid point have more than one run?"""
+    return len({grid_key(r) for r in records}) < len(records)
+
+
 def points(records: list[RunRecord]) -> list[Point]:
-    return [point(r) for r in records if usable(r)]
+    """One point per grid point with a usable run: the run itself, or the mean of its usable repeats.
+
+    Closed-loop runs only: an open-loop run (a fixed arrival rate, users = Locust processes) has no place on a
+    curve over users; it stays in the run table and points.csv (and the capacity search's own page).
+    """
+    out = []
+    for s in point_stats(records):
+        if not s.usable_ids or s.arrival_rate:
+            continue
+        out.append(Point(s.usable_ids[0], s.variant, s.models, s.users, s.spawn_rate, s.rps.mean,
+                         s.p50.mean if s.p50 else None, s.p95.mean if s.p95 else None,
+                         s.usable_ids if len(s.usable_ids) > 1 else ()))
+    return out
 
 
 def variants(records: list[RunRecord]) -> list[str]:
@@ -262,6 +425,7 @@ def conclusions(records: list[RunRecord], target_ms: float) -> list[Conclusion]:
     out += _gpu_vs_cpu(records)
     out += _scaling_sentences(records)
     out += _saturation_sentences(records)
+    out += _spread_notes(records)
     return out
 
 
@@ -277,7 +441,27 @@ def _coverage(records: list[RunRecord]) -> Conclusion:
         text += f", {len(failed)} failed or interrupted"
     if excluded:
         text += " (excluded from the figures and conclusions: " + ", ".join(r.id for r in excluded) + ")"
+    open_loop = [r for r in records if arrival_rate(r)]
+    if open_loop:
+        text += (f"; {len(open_loop)} open-loop run{'s' if len(open_loop) != 1 else ''} (a fixed arrival rate) "
+                 f"{'are' if len(open_loop) != 1 else 'is'} in the run table but not on the curves over users")
+    if has_repeats(records):
+        grid = point_stats(records)
+        most = max(len(s.run_ids) for s in grid)
+        text += (f"; {len(grid)} grid points run up to {most} times each: every figure below uses the mean of a "
+                 f"point's valid repeats")
     return Conclusion(text + ".", tuple(r.id for r in excluded), "note")
+
+
+def _spread_notes(records: list[RunRecord]) -> list[Conclusion]:
+    wide = [s for s in point_stats(records) if s.flagged]
+    if not wide:
+        return []
+    parts = [f"{s.usable_ids[0]} ({s.spread_note.removeprefix('wide spread: ')} over {s.n} repeats)" for s in wide]
+    return [Conclusion(f"{len(wide)} grid point{'s' if len(wide) != 1 else ''} vary too much between repeats to "
+                       f"trust their mean (coefficient of variation above {fmt_pct(SPREAD_CV)}): " + "; ".join(parts)
+                       + ". Re-run them, longer or on a quieter machine.",
+                       tuple(x for s in wide for x in s.usable_ids), "warning", see="repeats")]
 
 
 def _gpu_vs_cpu(records: list[RunRecord]) -> list[Conclusion]:
@@ -306,23 +490,23 @@ def _gpu_vs_cpu(records: list[RunRecord]) -> list[Conclusion]:
     if p50s and p95s:
         text += (f", p50 latency {_change_words(statistics.median(s.p50_ratio for s in p50s))} and p95 latency "
                  f"{_change_words(statistics.median(s.p95_ratio for s in p95s))} (medians)")
-    out.append(Conclusion(text + ".", tuple(x for s in sp for x in (s.base.run_id, s.other.run_id)), see="speedup"))
+    out.append(Conclusion(text + ".", tuple(x for s in sp for x in (*s.base.ids, *s.other.ids)), see="speedup"))
     if p95s:
         best = min(p95s, key=lambda s: s.p95_ratio)
         worst = max(p95s, key=lambda s: s.p95_ratio)
         out.append(Conclusion(f"GPU {_verb(best.p95_ratio)} p95 latency by {fmt_pct(abs(1 - best.p95_ratio))} at "
-                              f"{best.where} ({best.base.run_id} vs {best.other.run_id}): "
+                              f"{best.where} ({best.base.ref} vs {best.other.ref}): "
                               f"{fmt_ms(best.base.p95)} → {fmt_ms(best.other.p95)} ms.",
-                              (best.base.run_id, best.other.run_id)))
+                              (*best.base.ids, *best.other.ids)))
         if worst is not best and worst.p95_ratio > 1:
             out.append(Conclusion(f"But GPU raises p95 latency by {fmt_pct(worst.p95_ratio - 1)} at {worst.where} "
-                                  f"({worst.base.run_id} vs {worst.other.run_id}): "
+                                  f"({worst.base.ref} vs {worst.other.ref}): "
                                   f"{fmt_ms(worst.base.p95)} → {fmt_ms(worst.other.p95)} ms.",
-                                  (worst.base.run_id, worst.other.run_id)))
+                                  (*worst.base.ids, *worst.other.ids)))
     top = max(sp, key=lambda s: s.throughput_ratio)
     out.append(Conclusion(f"The largest throughput gain from the GPU is {top.throughput_ratio:.2f}x at {top.where} "
-                          f"({top.base.run_id} vs {top.other.run_id}): {fmt_rps(top.base.rps)} → "
-                          f"{fmt_rps(top.other.rps)} req/s.", (top.base.run_id, top.other.run_id)))
+                          f"({top.base.ref} vs {top.other.ref}): {fmt_rps(top.base.rps)} → "
+                          f"{fmt_rps(top.other.rps)} req/s.", (*top.base.ids, *top.other.ids)))
     return out
 
 
@@ -341,7 +525,7 @@ def _scaling_sentences(records: list[RunRecord]) -> list[Conclusion]:
     for variant, rows in sorted(scaling(records).items(), key=lambda kv: _variant_rank(kv[0])):
         if len(rows) < 2:
             out.append(Conclusion(f"{variant}: only {replicas_text(rows[0].replicas)} has valid runs, so there is "
-                                  f"no scaling figure.", (rows[0].peak.run_id,), "note"))
+                                  f"no scaling figure.", rows[0].peak.ids, "note"))
             continue
         base = rows[0]
         first = rows[1]
@@ -355,7 +539,7 @@ def _scaling_sentences(records: list[RunRecord]) -> list[Conclusion]:
         if worst.efficiency < 0.5:
             text += (f" At {replicas_text(worst.replicas)} more than half the added capacity is lost "
                      f"(efficiency {fmt_pct(worst.efficiency)}): the bottleneck is elsewhere.")
-        out.append(Conclusion(text, tuple(s.peak.run_id for s in rows), see="scaling"))
+        out.append(Conclusion(text, tuple(x for s in rows for x in s.peak.ids), see="scaling"))
     return out
 
 
@@ -363,9 +547,9 @@ def _saturation_sentences(records: list[RunRecord]) -> list[Conclusion]:
     out = []
     for s in sorted(saturations(records), key=lambda s: (_variant_rank(s.variant), s.replicas)):
         who = f"{s.variant} with {replicas_text(s.replicas)}"
-        ids = tuple(p.run_id for p in s.curve)
+        ids = tuple(x for p in s.curve for x in p.ids)
         if len(s.curve) < 2:
-            out.append(Conclusion(f"{who}: only one user count has a valid run ({s.curve[0].run_id}), so saturation "
+            out.append(Conclusion(f"{who}: only one user count has a valid run ({s.curve[0].ref}), so saturation "
                                   f"cannot be told.", ids, "note"))
             continue
         if s.at is None:
@@ -373,18 +557,18 @@ def _saturation_sentences(records: list[RunRecord]) -> list[Conclusion]:
             gain = s.last.rps / prev.rps - 1 if prev.rps else 0.0
             out.append(Conclusion(f"{who} did not saturate within the grid: throughput still rose by {fmt_pct(gain)} "
                                   f"from {prev.users} to {s.last.users} users ({fmt_rps(prev.rps)} → "
-                                  f"{fmt_rps(s.last.rps)} req/s, {prev.run_id} → {s.last.run_id}); "
+                                  f"{fmt_rps(s.last.rps)} req/s, {prev.ref} → {s.last.ref}); "
                                   f"try more users.", ids, see="capacity"))
             continue
         after = [p for p in s.curve if p.users > s.at.users]
-        text = (f"{who} saturates at about {s.at.users} users ({fmt_rps(s.at.rps)} req/s, {s.at.run_id}); "
+        text = (f"{who} saturates at about {s.at.users} users ({fmt_rps(s.at.rps)} req/s, {s.at.ref}); "
                 f"beyond that ")
         top = after[-1]
         if s.at.p95 is not None and top.p95 is not None and top.p95 > s.at.p95 * (1 + SATURATION_GAIN):
             text += (f"latency grows (p95 {fmt_ms(s.at.p95)} → {fmt_ms(top.p95)} ms at {top.users} users, "
-                     f"{top.run_id}), throughput does not.")
+                     f"{top.ref}), throughput does not.")
         else:
-            text += f"throughput does not grow (up to {top.users} users, {top.run_id})."
+            text += f"throughput does not grow (up to {top.users} users, {top.ref})."
         out.append(Conclusion(text, ids, see="capacity"))
     return out
 
@@ -399,18 +583,18 @@ def _capacity_sentences(records: list[RunRecord], target_ms: float) -> list[Conc
         b = top.best
         out.append(Conclusion(f"The highest throughput with p95 under {target} ms: {top.variant} "
                               f"{replicas_text(top.replicas)}, {fmt_rps(b.rps)} req/s at {b.users} users "
-                              f"(p95 {fmt_ms(b.p95)} ms, {b.run_id}).", (b.run_id,)))
+                              f"(p95 {fmt_ms(b.p95)} ms, {b.ref}).", b.ids))
         for variant in {c.variant for c in met} - {top.variant}:
             vbest = max((c for c in met if c.variant == variant), key=lambda c: c.best.rps)
             vb = vbest.best
             out.append(Conclusion(f"For {variant} it is {replicas_text(vbest.replicas)}: {fmt_rps(vb.rps)} req/s at "
-                                  f"{vb.users} users (p95 {fmt_ms(vb.p95)} ms, {vb.run_id}).", (vb.run_id,)))
+                                  f"{vb.users} users (p95 {fmt_ms(vb.p95)} ms, {vb.ref}).", vb.ids))
     for c in caps:
         if c.best is None:
             low = c.lowest_p95
             if low is None:
                 continue
             out.append(Conclusion(f"{c.variant} with {replicas_text(c.replicas)} never kept p95 under {target} ms "
-                                  f"(lowest: {fmt_ms(low.p95)} ms at {low.users} users, {low.run_id}).",
-                                  (low.run_id,)))
+                                  f"(lowest: {fmt_ms(low.p95)} ms at {low.users} users, {low.ref}).",
+                                  low.ids))
     return out

@@ -1,6 +1,7 @@
 """Command line: a thin layer over config -> plan -> grid -> report.
 
     orchestrate.py --config config.yaml [--dry-run]   run the grid (or just print the plan)
+    orchestrate.py --target URL --payload FILE ...    benchmark an endpoint that is already deployed
     orchestrate.py report [OUTPUT]                    rebuild summary.csv and index.html from stored records
     orchestrate.py compare A B [--fail-if-slower PCT] compare two output folders, or FOLDER:cpu FOLDER:gpu
 
@@ -10,6 +11,7 @@ A `UserError` is printed as one line (exit 2 for bad input, 1 otherwise); traceb
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 import traceback
@@ -18,6 +20,7 @@ from pathlib import Path
 from . import __version__, grid, report, stack, store
 from . import compare as compare_mod
 from . import config as config_mod
+from . import payload as payload_mod
 from . import plan as plan_mod
 from .errors import UserError
 
@@ -29,13 +32,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"loadgrid {__version__}")
     sub = parser.add_subparsers(dest="command")
     run = sub.add_parser("run", help="run the grid (the default command)")
-    run.add_argument("--config", "-c", default="config.yaml", help="grid config (default: config.yaml)")
+    run.add_argument("--config", "-c", default=None, help="grid config (default: config.yaml)")
     run.add_argument("--dry-run", action="store_true", help="print every planned run; start nothing")
     run.add_argument("--resume", action="store_true",
                      help="skip points that already have a finished record made with the same settings")
     run.add_argument("--retry-failed", action="store_true",
                      help="like --resume, but run failed and invalid points again (only valid ones are kept)")
     run.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+    load = run.add_argument_group("load settings (each overrides its config key; lists as 10,50)")
+    for flag, key, metavar, text in LOAD_FLAGS:
+        load.add_argument(flag, dest=_dest(flag), metavar=metavar, help=f"{text} (config: {key})")
     rep = sub.add_parser("report", help="rebuild summary.csv and index.html from stored records")
     rep.add_argument("output", nargs="?", default="reports", help="output folder (default: reports)")
     rep.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
@@ -48,6 +54,85 @@ def _parser() -> argparse.ArgumentParser:
                           "percent on any common point (or B's run is invalid where A's was valid)")
     cmp.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
     return parser
+
+
+# --flag, config key, metavar, help. Values are read like YAML, so the config's checks and messages apply.
+LOAD_FLAGS = (
+    ("--target", "target", "URL", "benchmark this endpoint as it is: no compose stack, no replica axis "
+                                  "(default without --config: $ENDPOINT)"),
+    ("--payload", "payload", "PATH|URL", "a folder of images, an image, a .json or .jsonl file, or an http(s) URL "
+                                         "fetched once (default: $PAYLOAD, then images_dir)"),
+    ("--send-as", "send_as", "raw|multipart", "images as a raw JPEG body (application/octet-stream) or multipart"),
+    ("--expect", "expect", "prediction|status", "served means a valid prediction body, or any 2xx"),
+    ("--users", "num_users_list", "N[,N..]", "closed-loop users"),
+    ("--spawn-rate", "spawn_rate_list", "R[,R..]", "users started per second"),
+    ("--run-time", "run_time", "DURATION", "per run, e.g. 30s, 1m (with --requests-per-user: the cap)"),
+    ("--processes", "processes", "N", "Locust processes"),
+    ("--threads", "threads", "N[,N..]", "users per Locust process: users = processes x threads"),
+    ("--requests-per-user", "requests_per_user", "N", "each user stops after N requests"),
+    ("--arrival-rate", "arrival_rate_list", "R[,R..]", "open loop: requests per second, instead of users"),
+    ("--arrival", "arrival", "constant|poisson", "open-loop arrivals"),
+    ("--max-in-flight", "max_in_flight", "N", "open loop: requests in flight per Locust process"),
+    ("--output", "output_dir", "DIR", "output folder"),
+    ("--latency-target", "latency_target_ms", "MS", "p95 target for capacity"),
+)
+LIST_KEYS = ("num_users_list", "spawn_rate_list", "threads", "arrival_rate_list")
+PATH_KEYS = ("payload", "output_dir")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def overrides(args: argparse.Namespace) -> dict:
+    """The load flags given, as config keys and values (paths made absolute against the current folder)."""
+    import yaml
+
+    out = {}
+    for flag, key, _, _ in LOAD_FLAGS:
+        text = getattr(args, _dest(flag), None)
+        if text is None:
+            continue
+        if key in PATH_KEYS and not payload_mod.is_url(text):
+            out[key] = str(Path(text).resolve())
+            continue
+        if key in ("target",):
+            out[key] = text
+            continue
+        try:
+            value = yaml.safe_load(f"[{text}]" if key in LIST_KEYS else text)
+        except yaml.YAMLError:
+            value = text
+        out[key] = value
+    return out
+
+
+def load_config(args: argparse.Namespace) -> config_mod.Config:
+    """The config file (config.yaml unless --config) with the flags applied; errors name the flag."""
+    given = overrides(args)
+    try:
+        return config_mod.load(args.config or "config.yaml", given, allow_missing=args.config is None)
+    except UserError as exc:
+        text = str(exc)
+        for flag, key, _, _ in LOAD_FLAGS:
+            if key in given and text.startswith((f"config: {key}: ", f"config: {key}.")):
+                raise UserError(f"{flag}: {text.split(': ', 2)[2]}", exc.exit_code) from None
+        raise
+
+
+def fetch_payload(config: config_mod.Config) -> config_mod.Config:
+    """A payload URL is fetched once, before the runs, into the output folder; the runs read that file."""
+    url = config.payload
+    try:
+        path = payload_mod.fetch(url, config.output_dir)
+    except payload_mod.PayloadError as exc:
+        raise UserError(f"payload: {exc}", exit_code=1) from None
+    try:
+        payload_mod.load(path, config.send_as)
+    except payload_mod.PayloadError as exc:
+        raise UserError(f"payload: {url}: {exc}") from None
+    print(f"payload: fetched {url} -> {path}")
+    return dataclasses.replace(config, payload=str(path), payload_url=url)
 
 
 def _percent(text: str) -> float:
@@ -99,20 +184,24 @@ def _say(line: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = config_mod.load(args.config)
+    config = load_config(args)
+    if payload_mod.is_url(config.payload) and not args.dry_run:
+        config = fetch_payload(config)
     plan = plan_mod.build(config)
     if args.resume or args.retry_failed:
         fingerprints = {spec.id: plan_mod.fingerprint(config, spec) for spec in plan.runs}
         done = store.finished_points(config.output_dir, fingerprints, retry_failed=args.retry_failed)
-        plan = plan_mod.remaining(plan, done)
-        print(f"resuming: {len(done)} finished runs kept, {len(plan.runs)} to run")
+        plan = plan_mod.remaining(plan, done, keep_empty=config.capacity_search is not None)
+        print(f"resuming: {len(done)} finished runs kept, {len(plan.runs)} to run"
+              + (" (the capacity search runs again)" if config.capacity_search else ""))
     if args.dry_run:
         print(plan_mod.describe(plan, config))
         return 0
-    if not plan.runs:
+    if not plan.runs and not config.capacity_search:
         report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms)
         return 0
-    stack.check_engine()
+    if not config.target_mode:
+        stack.check_engine()
     grid.preflight(config, plan)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -7,6 +7,7 @@ costs a half-built stack. Relative paths are resolved against the config file's 
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,10 +16,26 @@ from urllib.parse import urlparse
 
 import yaml
 
+from . import payload as payload_mod
 from .errors import UserError
 
 VARIANTS = ("cpu", "gpu")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Target mode: an existing endpoint, benchmarked as it is. Its records use this variant and models 1 (the
+# endpoint is one unit; there is no replica axis and no replica is seen: stack.replicas_expected is 0).
+TARGET_VARIANT = "target"
+ARRIVALS = ("constant", "poisson")
+
+
+@dataclass(frozen=True)
+class CapacitySearch:
+    """Per stack size: the highest open-loop arrival rate whose p95 stays under latency_target_ms."""
+
+    start: float = 10.0  # the first rate probed (req/s)
+    max: float = 1000.0  # never probe above this
+    steps: int = 8  # at most this many probe runs per stack size
+    run_time_s: int = 30  # each probe's run time
+    factor: float = 2.0  # stepped phase: multiply the rate by this until a probe fails, then bisect
 
 
 @dataclass(frozen=True)
@@ -50,7 +67,28 @@ class Config:
     locust_processes: int = 0
     # A run whose load generator used more than this share of its cores is client-bound, not capacity.
     client_cpu_limit_pct: float = 60.0
+    # Target mode: benchmark this URL (no compose stack, no replica axis); None: the compose grid.
+    target_url: str | None = None
+    # What each request carries: a folder of images, an image, JSON documents (.json, .jsonl); a path, or
+    # an http(s) URL fetched once before the runs. Resolved from payload, images_dir or $PAYLOAD.
+    payload: str = ""
+    payload_url: str | None = None  # where payload was fetched from, once the orchestrator has fetched it
+    send_as: str = "raw"  # images: raw (JPEG body, application/octet-stream) or multipart (field `file`)
+    expect: str = ""  # served means: prediction (a valid prediction body) or status (any 2xx); "": by payload
+    requests_per_user: int = 0  # > 0: each closed-loop user stops after this many requests (run_time: a cap)
+    arrival_rate_list: tuple[float, ...] = ()  # open loop: target arrival rates (req/s), one run each
+    arrival: str = "constant"  # open-loop arrivals: constant (even gaps) or poisson (exponential gaps)
+    max_in_flight: int = 0  # open loop, per Locust process; 0 = rate x 10 s request timeout (10..1000)
+    capacity_search: CapacitySearch | None = None
     source: Path = field(default=Path("config.yaml"), compare=False)
+
+    @property
+    def target_mode(self) -> bool:
+        return self.target_url is not None
+
+    @property
+    def payload_source(self) -> str:
+        return self.payload or str(self.images_dir)
 
     def compose_files_for(self, variant: str) -> tuple[Path, ...]:
         return self.compose_files + (self.gpu_compose_files if variant == "gpu" else ())
@@ -195,42 +233,113 @@ _OPTIONAL = (
     "images_dir", "predict_path", "replica_health_path", "replica_port", "startup_timeout", "latency_target_ms",
     "warmup", "repeats", "locust_processes", "client_cpu_limit_pct",
 )
+# Existing endpoints, payloads, processes x threads, request-count stop, open loop, capacity search.
+_LOAD_KEYS = (
+    "target", "payload", "send_as", "expect", "processes", "threads", "requests_per_user", "arrival_rate_list",
+    "arrival", "max_in_flight", "capacity_search",
+)
+# Keys that describe the compose stack: meaningless with target (an endpoint that is already deployed).
+COMPOSE_KEYS = (
+    "num_models_list", "host", "predict_path", "variants", "compose_files", "gpu_compose_files", "service",
+    "project", "replica_health_path", "replica_port", "startup_timeout", "gpu_count", "gpu_device_ids",
+    "gpu_required",
+)
+# Keys that set the load axis: a CLI flag for one of them replaces all of them.
+LOAD_AXIS_KEYS = ("num_users_list", "threads", "arrival_rate_list")
+DEFAULT_REQUEST_CAP_S = 600  # run_time when a run stops after requests_per_user and no run_time is set
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
-def load(path: str | Path) -> Config:
+def load(path: str | Path, overrides: dict | None = None, allow_missing: bool = False,
+         environ: dict | None = None) -> Config:
+    """Read the config file, apply CLI `overrides` (see `apply_overrides`) and validate it all.
+
+    With `allow_missing` (no --config given), a missing file is an empty config based in the current folder:
+    enough for target mode, where every other key has a default or comes from the command line.
+    """
     path = Path(path)
+    environ = os.environ if environ is None else environ
     if not path.is_file():
-        raise UserError(f"config file {path} does not exist; pass --config PATH to a YAML file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"config: {path} is not valid YAML{where}; fix the syntax") from None
-    return from_mapping(raw if raw is not None else {}, base=path.resolve().parent, source=path)
+        if not (allow_missing and ((overrides or {}).get("target") is not None or environ.get("ENDPOINT"))):
+            raise UserError(f"config file {path} does not exist; pass --config PATH to a YAML file")
+        raw: Any = {}
+        base = Path.cwd()
+    else:
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"config: {path} is not valid YAML{where}; fix the syntax") from None
+        raw = raw if raw is not None else {}
+        base = path.resolve().parent
+    if overrides or (allow_missing and environ.get("ENDPOINT")):
+        raw = apply_overrides(raw, overrides or {}, endpoint_default=allow_missing, environ=environ)
+    return from_mapping(raw, base=base, source=path, environ=environ)
 
 
-def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml")) -> Config:
+def apply_overrides(raw: Any, overrides: dict, endpoint_default: bool = False, environ: dict | None = None) -> Any:
+    """Config keys set on the command line win over the file's.
+
+    A target (`--target URL`, or $ENDPOINT when no --config was given) drops the file's compose keys; a load
+    axis flag (--users, --threads, --arrival-rate) drops the file's other load axes; --payload drops images_dir.
+    """
+    if not isinstance(raw, dict):
+        return raw
+    environ = os.environ if environ is None else environ
+    out = dict(raw)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if "target" not in overrides and endpoint_default and environ.get("ENDPOINT"):
+        overrides["target"] = environ["ENDPOINT"]
+    if "target" in overrides:
+        for key in COMPOSE_KEYS:
+            out.pop(key, None)
+    if any(k in overrides for k in LOAD_AXIS_KEYS):
+        for key in LOAD_AXIS_KEYS:
+            out.pop(key, None)
+        if "processes" in overrides or "threads" in overrides:
+            out.pop("locust_processes", None)
+    if "payload" in overrides:
+        out.pop("images_dir", None)
+    if "processes" in overrides:
+        out.pop("locust_processes", None)
+    out.update(overrides)
+    return out
+
+
+def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), environ: dict | None = None) -> Config:
+    environ = os.environ if environ is None else environ
     if not isinstance(raw, dict):
         raise UserError("config: the file must be a mapping of keys such as num_models_list, run_time, host")
-    known = _REQUIRED + _OPTIONAL
+    known = _REQUIRED + _OPTIONAL + _LOAD_KEYS
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
             raise UserError(f"config: unknown key {key!r}{hint}")
-    for key in _REQUIRED:
-        if key not in raw:
-            raise UserError(f"config: missing key {key}; add it (see config.yaml in the project for an example)")
+    target = _target(raw, environ)
+    if target is not None:
+        for key in COMPOSE_KEYS:
+            if key in raw:
+                why = " (the target URL names the host and path)" if key in ("host", "predict_path") else ""
+                raise UserError(f"config: {key}: not used with target, which has no compose stack{why}; remove it")
+    else:
+        for key in ("num_models_list", "host"):
+            if key not in raw:
+                raise UserError(f"config: missing key {key}; add it (see config.yaml in the project for an example)")
+    load_keys = _load_settings(raw, base, environ)
 
     variants = _variants(raw, "variants") if "variants" in raw else ("cpu",)
-    compose_files = (
-        _existing_files(raw, "compose_files", base)
-        if "compose_files" in raw else _default_file(base, "docker-compose.yml", "compose_files")
-    )
+    compose_files: tuple[Path, ...] = ()
+    if target is None:
+        compose_files = (
+            _existing_files(raw, "compose_files", base)
+            if "compose_files" in raw else _default_file(base, "docker-compose.yml", "compose_files")
+        )
     gpu_files: tuple[Path, ...] = ()
-    if "gpu" in variants:
+    if target is not None:
+        variants = (TARGET_VARIANT,)
+    elif "gpu" in variants:
         gpu_files = (
             _existing_files(raw, "gpu_compose_files", base)
             if "gpu_compose_files" in raw else _default_file(base, "docker-compose.gpu.yml", "gpu_compose_files")
@@ -240,21 +349,21 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml")) -> Co
 
     locustfile = (base / _string(raw, "locustfile")) if "locustfile" in raw else base / "locustfile.py"
     if not locustfile.is_file():
-        raise UserError(f"config: locustfile: file {locustfile} does not exist; fix the path")
+        if "locustfile" in raw or target is None:
+            raise UserError(f"config: locustfile: file {locustfile} does not exist; fix the path")
+        locustfile = Path(__file__).resolve().parent.parent / "locustfile.py"  # target mode from anywhere
     images_dir = (base / _string(raw, "images_dir")) if "images_dir" in raw else base / "images"
-    if not images_dir.is_dir() or not any(p.suffix.lower() in IMAGE_SUFFIXES for p in images_dir.iterdir()):
-        raise UserError(f"config: images_dir: {images_dir} has no .jpg/.jpeg/.png images; point it at a folder of them")
 
     project = _string(raw, "project") if "project" in raw else "loadgrid"
     if not _PROJECT_NAME.match(project):
         raise _bad("project", project, "lower-case letters, digits, '-' and '_' (a Compose project name)")
 
     return Config(
-        num_models_list=_positive_list(raw, "num_models_list", int),
-        num_users_list=_positive_list(raw, "num_users_list", int),
-        spawn_rate_list=_positive_list(raw, "spawn_rate_list", float),
-        run_time_s=parse_duration(raw["run_time"]),
-        host=_host(raw, "host"),
+        num_models_list=_positive_list(raw, "num_models_list", int) if target is None else (1,),
+        num_users_list=load_keys.pop("num_users_list"),
+        spawn_rate_list=load_keys.pop("spawn_rate_list"),
+        run_time_s=load_keys.pop("run_time_s"),
+        host=_host(raw, "host") if target is None else target[0],
         variants=variants,
         compose_files=compose_files,
         gpu_compose_files=gpu_files,
@@ -263,7 +372,8 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml")) -> Co
         output_dir=(base / _string(raw, "output_dir")) if "output_dir" in raw else base / "reports",
         locustfile=locustfile.resolve(),
         images_dir=images_dir.resolve(),
-        predict_path=_url_path(raw, "predict_path") if "predict_path" in raw else "/predict",
+        predict_path=(_url_path(raw, "predict_path") if "predict_path" in raw else "/predict") if target is None
+        else target[1],
         replica_health_path=_url_path(raw, "replica_health_path") if "replica_health_path" in raw else "/health",
         replica_port=_positive_int(raw, "replica_port") if "replica_port" in raw else 8000,
         startup_timeout_s=parse_duration(raw["startup_timeout"], "startup_timeout") if "startup_timeout" in raw
@@ -271,10 +381,157 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml")) -> Co
         latency_target_ms=_positive_number(raw, "latency_target_ms") if "latency_target_ms" in raw else 500.0,
         warmup_s=parse_duration(raw["warmup"], "warmup", allow_zero=True) if "warmup" in raw else 0,
         repeats=_positive_int(raw, "repeats") if "repeats" in raw else 1,
-        locust_processes=_processes(raw, "locust_processes") if "locust_processes" in raw else 0,
         client_cpu_limit_pct=_percent(raw, "client_cpu_limit_pct") if "client_cpu_limit_pct" in raw else 60.0,
+        target_url=target[2] if target is not None else None,
         source=source,
+        **load_keys,
     )
+
+
+# --- target, payload and load settings ----------------------------------------------------------------------
+
+def _target(raw: dict, environ) -> tuple[str, str, str] | None:
+    """(host, path, url) of the endpoint in target mode, else None.
+
+    Target mode: `target` is set (a URL, or {url: URL}; a missing url falls back to $ENDPOINT), or the config
+    has no num_models_list and $ENDPOINT is set.
+    """
+    if "target" not in raw:
+        if "num_models_list" in raw or not environ.get("ENDPOINT"):
+            return None
+        value: Any = environ["ENDPOINT"]
+        key = "ENDPOINT"
+    else:
+        value, key = raw["target"], "target"
+        if isinstance(value, dict):
+            extra = sorted(set(value) - {"url"})
+            if extra:
+                raise UserError(f"config: target: unknown key {extra[0]!r}; target takes url")
+            value, key = value.get("url"), "target.url"
+        if value is None and environ.get("ENDPOINT"):
+            value, key = environ["ENDPOINT"], "ENDPOINT"
+    expected = "an http(s) URL such as http://127.0.0.1:9000/predict"
+    if not isinstance(value, str) or not value.strip():
+        raise _bad(key, value, expected + (" (or set ENDPOINT)" if key != "ENDPOINT" else ""))
+    url = value.strip()
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise _bad(key, value, expected)
+    path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
+    return f"{parsed.scheme}://{parsed.netloc}", path, url
+
+
+def _choice(raw: dict, key: str, choices: tuple[str, ...]) -> str:
+    value = raw[key]
+    if value not in choices:
+        raise _bad(key, value, " or ".join(choices))
+    return value
+
+
+def _payload(raw: dict, base: Path, environ, send_as: str) -> str:
+    """The payload's source, checked: an http(s) URL (fetched before the runs), or a local file or folder."""
+    if "payload" in raw and "images_dir" in raw:
+        raise UserError("config: images_dir: set payload or images_dir, not both (payload takes a folder too)")
+    if "payload" in raw:
+        key, value, where = "payload", _string(raw, "payload"), base
+    elif "images_dir" in raw:
+        key, value, where = "images_dir", _string(raw, "images_dir"), base
+    elif environ.get("PAYLOAD"):
+        key, value, where = "PAYLOAD", environ["PAYLOAD"].strip(), Path.cwd()
+    else:
+        key, value, where = "images_dir", "images", base
+        if not (base / value).is_dir():
+            raise UserError(f"config: payload: none given and {base / value} does not exist; set payload (or the "
+                            f"PAYLOAD variable) to an image, a folder of images or a JSON file")
+    if payload_mod.is_url(value):
+        if not urlparse(value).hostname:
+            raise _bad(key, value, "an http(s) URL with a host, or a path")
+        return value
+    path = (where / value).resolve()
+    if not path.exists():
+        hint = "point payload at an image, a folder of images or a JSON file" if key != "images_dir" \
+            else "point it at a folder of .jpg/.jpeg/.png images (or set payload)"
+        raise UserError(f"config: {key}: {path} does not exist; {hint} (relative to {where})")
+    try:
+        loaded = payload_mod.load(path, send_as)
+    except payload_mod.PayloadError as exc:
+        raise UserError(f"config: {key}: {exc}") from None
+    if loaded.kind == "json" and "send_as" in raw and raw["send_as"] == "multipart":
+        raise UserError("config: send_as: multipart is for images; JSON documents are sent as application/json")
+    return str(path)
+
+
+def _load_settings(raw: dict, base: Path, environ) -> dict:
+    """The load axis and how each run is paced and stopped: the fields shared by both modes."""
+    if "num_users_list" in raw and "threads" in raw:
+        raise UserError("config: threads: set either num_users_list or processes x threads, not both")
+    if "processes" in raw and "locust_processes" in raw:
+        raise UserError("config: processes: the same setting as locust_processes; set only one of them")
+    if not any(k in raw for k in (*LOAD_AXIS_KEYS, "capacity_search")):
+        raise UserError("config: missing key num_users_list; add it (or processes x threads, arrival_rate_list "
+                        "or capacity_search)")
+    processes = 0
+    if "processes" in raw:
+        processes = _positive_int(raw, "processes")
+    elif "locust_processes" in raw:
+        processes = _processes(raw, "locust_processes")
+    users: tuple[int, ...] = ()
+    if "num_users_list" in raw:
+        users = _positive_list(raw, "num_users_list", int)
+    elif "threads" in raw:
+        threads = raw["threads"] if isinstance(raw["threads"], list) else [raw["threads"]]
+        per_process = _positive_list({"threads": threads}, "threads", int)
+        processes = processes or 1
+        users = tuple(processes * t for t in per_process)
+    spawn = _positive_list(raw, "spawn_rate_list", float) if "spawn_rate_list" in raw \
+        else ((float(max(users)),) if users else ())
+    rates = _positive_list(raw, "arrival_rate_list", float) if "arrival_rate_list" in raw else ()
+    per_user = _positive_int(raw, "requests_per_user") if "requests_per_user" in raw else 0
+    if per_user and not users:
+        raise UserError("config: requests_per_user: applies to closed-loop users (num_users_list or processes x "
+                        "threads); open-loop runs last run_time")
+    if "run_time" in raw:
+        run_time_s = parse_duration(raw["run_time"])
+    elif per_user and not rates and "capacity_search" not in raw:
+        run_time_s = DEFAULT_REQUEST_CAP_S
+    else:
+        raise UserError("config: missing key run_time; add it (e.g. run_time: 1m)"
+                        + ("" if not per_user else "; open-loop runs and capacity search need it"))
+    send_as = _choice(raw, "send_as", payload_mod.SEND_AS) if "send_as" in raw else "raw"
+    return {
+        "num_users_list": users, "spawn_rate_list": spawn, "run_time_s": run_time_s, "locust_processes": processes,
+        "payload": _payload(raw, base, environ, send_as), "send_as": send_as,
+        "expect": _choice(raw, "expect", payload_mod.EXPECT) if "expect" in raw else "",
+        "requests_per_user": per_user, "arrival_rate_list": rates,
+        "arrival": _choice(raw, "arrival", ARRIVALS) if "arrival" in raw else "constant",
+        "max_in_flight": _positive_int(raw, "max_in_flight") if "max_in_flight" in raw else 0,
+        "capacity_search": _capacity_search(raw, run_time_s) if "capacity_search" in raw else None,
+    }
+
+
+def _capacity_search(raw: dict, run_time_s: int) -> CapacitySearch:
+    value = raw["capacity_search"]
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise _bad("capacity_search", value, "a mapping such as {start: 10, max: 500, steps: 8}")
+    known = ("start", "max", "steps", "run_time", "factor")
+    for key in value:
+        if key not in known:
+            raise UserError(f"config: capacity_search: unknown key {key!r}; known: {', '.join(known)}")
+    sub = {f"capacity_search.{k}": v for k, v in value.items()}
+    start = _positive_number(sub, "capacity_search.start") if "start" in value else 10.0
+    top = _positive_number(sub, "capacity_search.max") if "max" in value else max(1000.0, start)
+    if top < start:
+        raise _bad("capacity_search.max", value["max"], f"a rate at or above start ({start:g})")
+    steps = _positive_int(sub, "capacity_search.steps") if "steps" in value else 8
+    if not 2 <= steps <= 50:
+        raise _bad("capacity_search.steps", steps, "a whole number of probe runs from 2 to 50")
+    factor = _positive_number(sub, "capacity_search.factor") if "factor" in value else 2.0
+    if factor <= 1:
+        raise _bad("capacity_search.factor", value["factor"], "a number above 1, e.g. 2")
+    probe_s = parse_duration(value["run_time"], "capacity_search.run_time") if "run_time" in value else run_time_s
+    return CapacitySearch(start=start, max=top, steps=steps, run_time_s=probe_s, factor=factor)
 
 
 def _default_file(base: Path, name: str, key: str) -> tuple[Path, ...]:

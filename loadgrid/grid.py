@@ -2,10 +2,12 @@
 
 Each point ends as a record on disk, whatever happened: completed, failed (with why) or interrupted.
 The stack of a variant is torn down when the variant ends, also on error, Ctrl-C and SIGTERM.
+In target mode there is no stack: every point runs against the configured endpoint as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -15,9 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import load, store, validity
+from . import capacity, load, store, validity
+from . import payload as payload_mod
 from . import plan as plan_mod
-from .config import Config
+from .config import TARGET_VARIANT, Config
 from .errors import UserError
 from .monitor import Monitor
 from .plan import Plan, RunSpec, StackGroup
@@ -90,6 +93,11 @@ class Progress:
         self.load_done_s += spec.run_time_s
         return f"run {self.done}/{self.total} {spec.id}"
 
+    def extend(self, runs: int, seconds: float) -> None:
+        """Runs planned on the way (capacity-search probes); negative to give back the ones not needed."""
+        self.total += runs
+        self.remaining_load_s += seconds
+
 
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
@@ -127,7 +135,9 @@ def gpu_unavailable() -> str | None:
 
 
 def preflight(config: Config, plan: Plan) -> None:
-    """Faults found before anything starts: invalid compose files, a taken gateway port."""
+    """Faults found before anything starts: invalid compose files, a taken gateway port; an unreachable target."""
+    if config.target_mode:
+        return preflight_target(config)
     for variant in plan.variants:
         stack = make_stack(config, variant)
         stack.validate()
@@ -135,6 +145,20 @@ def preflight(config: Config, plan: Plan) -> None:
         if port and not stack.container_ids() and _port_taken(int(port)):
             raise UserError(f"host: port {port} is already in use on this machine; stop what listens there "
                             f"or set host to another port (the gateway is published on host's port)", exit_code=1)
+
+
+def preflight_target(config: Config) -> None:
+    """The target must accept connections before any run starts (a TCP connect: nothing is sent)."""
+    import socket
+
+    parsed = urlparse(config.host)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise UserError(f"target: cannot connect to {parsed.hostname}:{port} ({exc.strerror or exc}); "
+                        f"is the endpoint up?", exit_code=1) from None
 
 
 def _port_taken(port: int) -> bool:
@@ -156,6 +180,9 @@ def run_grid(config: Config, plan: Plan, say: Callable[[str], None] = print) -> 
     try:
         for variant in plan.variants:
             groups = [g for g in plan.groups if g.variant == variant]
+            if variant == TARGET_VARIANT:
+                _run_target(config, groups, outcome, progress, say)
+                continue
             if variant == "gpu" and (why := gpu_unavailable()):
                 outcome.skipped_variants[variant] = why
                 say(f"gpu variant skipped: {why}")
@@ -215,8 +242,51 @@ def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome
                         scale_error = f"could not restore {group.models} replicas: {exc}"
                     finally:
                         t.scale_s += time.monotonic() - t0
+            if config.capacity_search and not scale_error:
+                _capacity_search(config, group, stack, outcome, progress, say)
         t0 = time.monotonic()
     t.teardown_s += time.monotonic() - t0
+
+
+def _run_target(config: Config, groups: list[StackGroup], outcome: GridOutcome, progress: Progress,
+                say: Callable[[str], None]) -> None:
+    """Target mode: every point against the endpoint as it is; no stack to build, scale or tear down."""
+    (config.output_dir / TARGET_VARIANT).mkdir(parents=True, exist_ok=True)
+    say(f"[target] {config.target_url}: {sum(len(g.runs) for g in groups)} runs, no compose stack")
+    for group in groups:
+        for spec in group.runs:
+            _finish(config, outcome, _run_point(config, spec, None, outcome.timings, say, progress), say, progress)
+        if config.capacity_search:
+            _capacity_search(config, group, None, outcome, progress, say)
+
+
+def _capacity_search(config: Config, group: StackGroup, stack: ComposeStack | None, outcome: GridOutcome,
+                     progress: Progress, say: Callable[[str], None]) -> capacity.Result:
+    """Probe open-loop rates on this stack size; every probe is stored as a run, the result in capacity.json."""
+    cs = config.capacity_search
+    assert cs is not None
+    progress.extend(cs.steps, cs.steps * cs.run_time_s)
+    say(f"[{group.variant}] capacity search on {'the target' if stack is None else f'{group.models} replicas'}: "
+        f"up to {cs.steps} probes of {cs.run_time_s}s, p95 under {config.latency_target_ms:g} ms")
+
+    def run_probe(rate: float) -> capacity.Probe:
+        spec = plan_mod.open_loop_spec(config, group.variant, group.models, rate, cs.run_time_s, probe=True)
+        record = _run_point(config, spec, stack, outcome.timings, say, progress)
+        _finish(config, outcome, record, say, progress)
+        if stack is not None and record.status == "completed" and not _stack_whole(record):
+            try:  # a replica died under this probe: back to N healthy for the next (or the next probe says why)
+                stack.scale(group.models, config.startup_timeout_s)
+            except StackError as exc:
+                say(f"[{group.variant}] could not restore {group.models} replicas: {exc}")
+        return capacity.judge_probe(record, config.latency_target_ms)
+
+    result = capacity.search(cs, run_probe, group.variant, group.models, config.latency_target_ms, config.arrival)
+    result.searched_at = now()
+    progress.extend(-(cs.steps - len(result.probes)), -(cs.steps - len(result.probes)) * cs.run_time_s)
+    capacity.write(config.output_dir, result)
+    capacity.write_page(config.output_dir)
+    say(capacity.summary_line(result))
+    return result
 
 
 def _stack_whole(record: RunRecord) -> bool:
@@ -233,7 +303,33 @@ def _finish(config: Config, outcome: GridOutcome, record: RunRecord, say, progre
 
 
 def _spec_of(record: RunRecord) -> RunSpec:
-    return RunSpec(record.variant, record.models, record.users, record.spawn_rate, record.run_time_s)
+    return RunSpec(record.variant, record.models, record.users, record.spawn_rate, record.run_time_s, record.repeat,
+                   arrival_rate=record.arrival_rate or 0.0, probe=record.capacity_probe)
+
+
+def run_fields(config: Config, spec: RunSpec) -> dict:
+    """The record's fields that say how the load was made: open loop, request count, target, payload."""
+    return {"arrival_rate": spec.arrival_rate if spec.open_loop else None,
+            "arrival": config.arrival if spec.open_loop else None, "capacity_probe": spec.probe,
+            "requests_per_user": config.requests_per_user if config.requests_per_user and not spec.open_loop
+            else None, "target": config.target_url, "payload": payload_description(config)}
+
+
+_payload_cache: dict[tuple, dict] = {}
+
+
+def payload_description(config: Config) -> dict:
+    key = (config.payload_source, config.send_as, config.expect, config.payload_url)
+    if key not in _payload_cache:
+        try:
+            described = payload_mod.load(config.payload_source, config.send_as).describe()
+        except payload_mod.PayloadError as exc:
+            described = {"source": config.payload_source, "error": str(exc)}
+        described["expect"] = config.expect or payload_mod.default_expect(described.get("kind", ""))
+        if config.payload_url:
+            described["url"] = config.payload_url
+        _payload_cache[key] = described
+    return dict(_payload_cache[key])
 
 
 def summary_line(record: RunRecord) -> str:
@@ -257,15 +353,21 @@ def _stack_report(config: Config, spec: RunSpec, stack: ComposeStack, replicas: 
     )
 
 
-def _failed_record(config: Config, spec: RunSpec, stack: ComposeStack, error: str) -> RunRecord:
+def _failed_record(config: Config, spec: RunSpec, stack: ComposeStack | None, error: str) -> RunRecord:
     stamp = now()
     return RunRecord(
         id=spec.id, variant=spec.variant, models=spec.models, users=spec.users, spawn_rate=spec.spawn_rate,
         run_time_s=spec.run_time_s, host=config.host, status="failed", started_at=stamp, ended_at=stamp,
-        stack=StackReport(project=stack.project, compose_files=[str(p) for p in stack.files],
-                          replicas_expected=spec.models),
+        stack=_no_stack(spec) if stack is None else
+        StackReport(project=stack.project, compose_files=[str(p) for p in stack.files], replicas_expected=spec.models),
         load=None, validity=Validity(valid=False, reasons=[error]), error=error, repeat=spec.repeat,
+        **run_fields(config, spec),
     )
+
+
+def _no_stack(spec: RunSpec) -> StackReport:
+    """Target mode: no compose project, no replicas to see."""
+    return StackReport(project="", compose_files=[], replicas_expected=0)
 
 
 def _probe_all(config: Config, stack: ComposeStack, replicas: list[Replica]) -> dict[str, dict]:
@@ -273,7 +375,7 @@ def _probe_all(config: Config, stack: ComposeStack, replicas: list[Replica]) -> 
             for r in replicas if r.status == "running"}
 
 
-def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, say,
+def _run_point(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timings, say,
                progress: Progress) -> RunRecord:
     """Measure one point; on Ctrl-C or SIGTERM, record it as interrupted (whatever the phase) and re-raise."""
     try:
@@ -286,64 +388,81 @@ def _run_point(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, s
         raise
 
 
-def _measure(config: Config, spec: RunSpec, stack: ComposeStack, t: Timings, say,
+def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timings, say,
              progress: Progress) -> RunRecord:
+    """One point; `stack` is None in target mode (no replicas to probe, no containers to watch)."""
     files = load.RunFiles.for_run(spec, config.output_dir)
     t0 = time.monotonic()
-    before = stack.replicas()
-    probes_before = _probe_all(config, stack, before)
+    before = stack.replicas() if stack else []
+    probes_before = _probe_all(config, stack, before) if stack else {}
     t.probe_s += time.monotonic() - t0
-    say(f"{progress.begin(spec)}: {spec.users} users, spawn rate {spec.spawn_rate:g}/s, {spec.run_time_s}s")
+    cap = "at most " if config.requests_per_user and not spec.open_loop else ""
+    say(f"{progress.begin(spec)}: {_load_words(config, spec)}, {cap}{spec.run_time_s}s")
     started_at = now()
     t0 = time.monotonic()
-    options = load_options(config)
-    monitor = Monitor(stack.project, stack.service, gpu=spec.variant == "gpu")
+    options = load_options(config, spec)
+    monitor = Monitor(stack.project, stack.service, gpu=spec.variant == "gpu") if stack else None
     try:
-        with monitor:
+        with monitor or contextlib.nullcontext():
             result = load.run(spec, config.host, config.locustfile, files,
-                              load.locust_env(config.images_dir, config.predict_path, files, options), options,
-                              on_tick=lambda seconds: progress.tick(spec, seconds))
+                              load.locust_env(config.payload_source, config.predict_path, files, options, spec),
+                              options, on_tick=lambda seconds: progress.tick(spec, seconds))
     finally:
         progress.clear()
         t.load_s += time.monotonic() - t0
     ended_at = now()
     status, error = ("failed", result.error) if result.error else ("completed", None)
 
-    t0 = time.monotonic()
-    after = stack.replicas()
-    probes_after = _probe_all(config, stack, after)
-    incidents = _incidents(stack, monitor, after)
-    stack.logs(files.stack_log)
-    store.write_atomic(files.telemetry_json, json.dumps({
-        "containers": monitor.telemetry.containers, "gpus": monitor.telemetry.gpus,
-        "events": [e.__dict__ for e in monitor.events]}) + "\n")
-    t.probe_s += time.monotonic() - t0
-    reports = [_replica_report(r, probes_before.get(r.container_id, {}), probes_after.get(r.container_id, {}))
-               for r in after]
+    names = {"html": files.html.name, "stats": files.stats_json.name, "locust_log": files.locust_log.name}
+    after: list[Replica] = []
+    reports: list[ReplicaReport] = []
+    incidents: list[Incident] = []
+    if stack is not None and monitor is not None:
+        t0 = time.monotonic()
+        after = stack.replicas()
+        probes_after = _probe_all(config, stack, after)
+        incidents = _incidents(stack, monitor, after)
+        stack.logs(files.stack_log)
+        store.write_atomic(files.telemetry_json, json.dumps({
+            "containers": monitor.telemetry.containers, "gpus": monitor.telemetry.gpus,
+            "events": [e.__dict__ for e in monitor.events]}) + "\n")
+        t.probe_s += time.monotonic() - t0
+        reports = [_replica_report(r, probes_before.get(r.container_id, {}), probes_after.get(r.container_id, {}))
+                   for r in after]
+        names.update(containers_log=files.stack_log.name, telemetry=files.telemetry_json.name)
     load_report = None
     if result.locust_exit is not None and not (result.error and not result.requests):
         load_report = LoadReport(result.locust_exit, result.requests, result.failures, result.rps,
                                  result.duration_s, result.latency_ms, result.failure_messages,
-                                 window=result.window, whole_run=result.whole_run, generator=result.generator)
-    verdict = validity.judge(spec.variant, spec.models, load_report, error, before, after, reports, incidents,
-                             config.client_cpu_limit_pct)
+                                 window=result.window, whole_run=result.whole_run, generator=result.generator,
+                                 open_loop=result.open_loop, stop=result.stop)
+    verdict = validity.judge(spec.variant, spec.models if stack else 0, load_report, error, before, after, reports,
+                             incidents, config.client_cpu_limit_pct)
     return RunRecord(
         id=spec.id, variant=spec.variant, models=spec.models, users=spec.users, spawn_rate=spec.spawn_rate,
         run_time_s=spec.run_time_s, host=config.host, status=status, started_at=started_at, ended_at=ended_at,
-        stack=_stack_report(config, spec, stack, after, reports), load=load_report, validity=verdict,
-        error=error, files={"html": files.html.name, "stats": files.stats_json.name,
-                            "locust_log": files.locust_log.name, "containers_log": files.stack_log.name,
-                            "telemetry": files.telemetry_json.name},
-        repeat=spec.repeat, incidents=incidents, telemetry=monitor.telemetry.summary(),
+        stack=_stack_report(config, spec, stack, after, reports) if stack else _no_stack(spec), load=load_report,
+        validity=verdict, error=error, files=names, repeat=spec.repeat, incidents=incidents,
+        telemetry=monitor.telemetry.summary() if monitor else {}, **run_fields(config, spec),
     )
 
 
-def load_options(config: Config) -> load.LoadOptions:
-    import os
+def _load_words(config: Config, spec: RunSpec) -> str:
+    if spec.open_loop:
+        return (f"open loop {spec.arrival_rate:g} req/s ({config.arrival}{', capacity probe' if spec.probe else ''}), "
+                f"{spec.users} Locust process(es)")
+    words = f"{spec.users} users, spawn rate {spec.spawn_rate:g}/s"
+    if config.requests_per_user:
+        words += f", {config.requests_per_user} requests each"
+    return words
 
-    # auto: one core of two for Locust, the rest for the stack; never more processes than users need.
-    processes = config.locust_processes or max(1, (os.cpu_count() or 1) // 2)
-    return load.LoadOptions(processes=processes, warmup_s=config.warmup_s)
+
+def load_options(config: Config, spec: RunSpec | None = None) -> load.LoadOptions:
+    # auto: one core of two for Locust, the rest for the stack; an open-loop run has one user per process.
+    processes = spec.users if spec is not None and spec.open_loop else plan_mod.generator_processes(config)
+    return load.LoadOptions(processes=processes, warmup_s=config.warmup_s, send_as=config.send_as,
+                            expect=config.expect, requests_per_user=config.requests_per_user, arrival=config.arrival,
+                            max_in_flight=config.max_in_flight)
 
 
 SEVERITY = ("oom", "die", "kill", "restart", "health_status: unhealthy")

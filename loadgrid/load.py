@@ -65,6 +65,14 @@ class RunFiles:
     def stack_log(self) -> Path:
         return self.folder / f"{self.stem}.containers.log"
 
+    @property
+    def counts_prefix(self) -> Path:
+        """Each Locust process with users writes `<stem>.counts.<pid>.part`; merged into the record, removed."""
+        return self.folder / f"{self.stem}.counts"
+
+    def count_parts(self) -> list[Path]:
+        return sorted(self.folder.glob(f"{self.stem}.counts.*.part"))
+
 
 @dataclass
 class LoadResult:
@@ -81,14 +89,24 @@ class LoadResult:
     window: dict = field(default_factory=dict)
     whole_run: dict = field(default_factory=dict)
     generator: dict = field(default_factory=dict)
+    open_loop: dict = field(default_factory=dict)
+    stop: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How Locust is run: processes (each one core at most), warm-up excluded from the window."""
+    """How Locust is run: processes (each one core at most), warm-up excluded from the window, and how the
+    locustfile's users pace and stop (see loadgrid/locust_users.py)."""
 
     processes: int = 1
     warmup_s: int = 0
+    send_as: str = "raw"
+    expect: str = ""  # "" = the locustfile's default for the payload's kind
+    requests_per_user: int = 0  # closed-loop runs only
+    arrival: str = "constant"  # open-loop runs only
+    max_in_flight: int = 0
+    open_loop_timeout_s: float = 10.0
+    late_ms: float = 20.0
 
 
 def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles,
@@ -113,12 +131,25 @@ def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles,
     ]
 
 
-def locust_env(images_dir: Path, predict_path: str, files: RunFiles | None = None,
-               options: LoadOptions = LoadOptions()) -> dict[str, str]:
-    env = {**os.environ, "LOADGRID_IMAGES_DIR": str(images_dir.resolve()), "LOADGRID_PREDICT_PATH": predict_path,
-           "LOADGRID_WARMUP_S": str(options.warmup_s)}
+def locust_env(images_dir: Path | str, predict_path: str, files: RunFiles | None = None,
+               options: LoadOptions = LoadOptions(), spec: RunSpec | None = None) -> dict[str, str]:
+    """The locustfile's settings. `images_dir` is the payload: a folder of images, an image or JSON file."""
+    payload = str(Path(images_dir).resolve())
+    open_loop = spec is not None and spec.open_loop
+    per_user = options.requests_per_user if spec is not None and not open_loop else 0
+    env = {**os.environ, "LOADGRID_PAYLOAD": payload, "LOADGRID_IMAGES_DIR": payload,
+           "LOADGRID_PREDICT_PATH": predict_path, "LOADGRID_WARMUP_S": str(options.warmup_s),
+           "LOADGRID_SEND_AS": options.send_as, "LOADGRID_EXPECT": options.expect,
+           "LOADGRID_REQUESTS_PER_USER": str(per_user),
+           # A run that stops after N requests per user is measured whole: no ramp-up to cut off.
+           "LOADGRID_WINDOW_RESET": "0" if per_user else "1",
+           "LOADGRID_ARRIVAL_RATE": format_number(spec.arrival_rate) if open_loop else "0",
+           "LOADGRID_ARRIVAL": options.arrival, "LOADGRID_USERS": str(spec.users if spec else 1),
+           "LOADGRID_MAX_IN_FLIGHT": str(options.max_in_flight), "LOADGRID_LATE_MS": format_number(options.late_ms),
+           "LOADGRID_TIMEOUT_S": format_number(options.open_loop_timeout_s) if open_loop else "60"}
     if files is not None:
         env["LOADGRID_WINDOW_FILE"] = str(files.window_json)
+        env["LOADGRID_COUNTS_FILE"] = str(files.counts_prefix)
     return env
 
 
@@ -133,7 +164,8 @@ class CpuMeter:
 
         self._psutil = psutil
         self.root = psutil.Process(pid)
-        self.samples: list[tuple[float, float]] = []  # (unix time, CPU seconds per second of the whole tree)
+        # (unix time the interval began, unix time it ended, CPU seconds per second of the whole tree)
+        self.samples: list[tuple[float, float, float]] = []
         self._last = (time.time(), self._cpu_seconds())
 
     def _cpu_seconds(self) -> float:
@@ -154,12 +186,16 @@ class CpuMeter:
         now, cpu = time.time(), self._cpu_seconds()
         then, before = self._last
         if now - then > 0.2 and cpu >= before:
-            self.samples.append((now, (cpu - before) / (now - then)))
+            self.samples.append((then, now, (cpu - before) / (now - then)))
             self._last = (now, cpu)
 
     def summary(self, since: float | None, cores: int) -> dict:
-        """Mean and max CPU over the window, as a percentage of the cores the generator may use."""
-        window = [c for t, c in self.samples if since is None or t > since]
+        """Mean and max CPU over the window, as a percentage of the cores the generator may use.
+
+        Only intervals that began inside the window count: the one spanning Locust's start-up (imports,
+        spawning) would make a short run look client-bound.
+        """
+        window = [c for began, _, c in self.samples if since is None or began >= since]
         if not window:
             return {"cores": cores, "cpu_pct_mean": None, "cpu_pct_max": None, "samples": 0}
         return {"cores": cores, "cpu_pct_mean": round(100 * sum(window) / len(window) / cores, 1),
@@ -170,9 +206,12 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
         options: LoadOptions = LoadOptions(), on_tick=None) -> LoadResult:
     """Run Locust for one point; `on_tick(seconds_elapsed)` is called about once a second (live progress)."""
     files.folder.mkdir(parents=True, exist_ok=True)
+    for stale in files.count_parts():
+        stale.unlink()
     cmd = locust_command(spec, host, locustfile, files, options)
-    # Bounded: run time + stop timeout + a margin for start-up and writing the report.
-    limit = spec.run_time_s + 10 + 60
+    # Bounded: run time + stop timeout + (open loop) the wait for requests in flight + a margin for start-up
+    # and writing the report.
+    limit = spec.run_time_s + 10 + (options.open_loop_timeout_s if spec.open_loop else 0) + 60
     with open(files.locust_log, "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=files.folder,
                                 stdin=subprocess.DEVNULL)
@@ -207,14 +246,16 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                     proc.kill()
                     proc.wait()
             raise
-    result = parse_result(exit_code, files)
+    result = parse_result(exit_code, files, spec, options)
     result.generator = {"processes": options.processes,
                         **meter.summary(result.window.get("start_at"), cores=options.processes),
                         "locust_cpu_warning": "CPU usage above" in _read(files.locust_log)}
     return result
 
 
-def parse_result(exit_code: int, files: RunFiles) -> LoadResult:
+def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
+                 options: LoadOptions = LoadOptions()) -> LoadResult:
+    parts = _count_parts(files)
     try:
         entries = json.loads(files.stats_json.read_text())
     except (OSError, json.JSONDecodeError):
@@ -224,6 +265,10 @@ def parse_result(exit_code: int, files: RunFiles) -> LoadResult:
     result.locust_exit = exit_code
     result.failure_messages = _failures(files)
     result.window, result.whole_run = _window(files, entries, result)
+    if spec is not None and spec.open_loop:
+        result.open_loop = open_loop_counts(parts, spec, options)
+    elif spec is not None and options.requests_per_user:
+        result.stop = stop_counts(parts, spec, options.requests_per_user)
     # Locust exits 1 when any request failed; that is a measured outcome, not a broken run.
     if exit_code not in (0, 1):
         result.error = f"Locust exited with {exit_code}: {_tail(files.locust_log)}"
@@ -269,6 +314,53 @@ def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult) -> 
     return window, whole_run
 
 
+def _count_parts(files: RunFiles) -> list[dict]:
+    """The per-process counts of the locustfile's users, read once and removed (the record keeps the sums)."""
+    parts = []
+    for path in files.count_parts():
+        try:
+            parts.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+        path.unlink(missing_ok=True)
+    return parts
+
+
+def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions) -> dict:
+    """Intended vs scheduled vs achieved arrival rate over the window, and what was late or dropped.
+
+    Each process counts from the window's start to its last slot; rates add up over processes.
+    """
+    out = {"arrival": options.arrival, "intended_rate": spec.arrival_rate, "processes": len(parts)}
+    if not parts:
+        return {**out, "error": "the locustfile wrote no open-loop counts (is it a LoadgridUser?)"}
+    scheduled_rate = achieved_rate = 0.0
+    spans = []
+    for part in parts:
+        start = part.get("window_start_at") or part.get("first_slot_at")
+        end = part.get("last_slot_at")
+        span = end - start if start and end and end > start else 0.0
+        spans.append(span)
+        if span:
+            scheduled_rate += part["scheduled"] / span
+            achieved_rate += part["sent"] / span
+    out.update({
+        "scheduled_rate": round(scheduled_rate, 2), "achieved_rate": round(achieved_rate, 2),
+        "scheduled": sum(p["scheduled"] for p in parts), "sent": sum(p["sent"] for p in parts),
+        "late": sum(p["late"] for p in parts), "dropped": sum(p["dropped"] for p in parts),
+        "late_tolerance_ms": parts[0].get("late_tolerance_ms"), "max_late_ms": max(p["max_late_ms"] for p in parts),
+        "max_in_flight": parts[0].get("max_in_flight"), "window_s": round(max(spans), 2),
+    })
+    return out
+
+
+def stop_counts(parts: list[dict], spec: RunSpec, per_user: int) -> dict:
+    finished = sum(p.get("users_finished", 0) for p in parts)
+    return {"requests_per_user": per_user, "users": spec.users, "users_finished": finished,
+            "requests_sent": sum(p.get("requests_sent", 0) for p in parts),
+            "by": "requests" if parts and finished >= spec.users else "time"}
+
+
 def percentile(histogram: dict[int, int], q: float) -> float:
     """The smallest bucket at or below which a fraction `q` of the requests fall (Locust's rounding)."""
     total = sum(histogram.values())
@@ -284,6 +376,13 @@ def percentile(histogram: dict[int, int], q: float) -> float:
 
 
 def _failures(files: RunFiles) -> dict[str, int]:
+    """Failures by message: the window plugin's final count, else Locust's CSV (rewritten once a second)."""
+    try:
+        errors = json.loads(files.window_json.read_text()).get("errors")
+        if isinstance(errors, dict):
+            return {str(k): int(v) for k, v in errors.items()}
+    except (OSError, json.JSONDecodeError, ValueError, AttributeError):
+        pass
     path = files.folder / f"{files.stem}_failures.csv"
     out: dict[str, int] = {}
     try:

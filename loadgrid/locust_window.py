@@ -3,6 +3,8 @@
 Statistics should describe the steady state, not the ramp-up. When every user is spawned (plus an optional
 warm-up, LOADGRID_WARMUP_S), this resets Locust's statistics, so its HTML report and final JSON cover the
 window only; what came before is saved to LOADGRID_WINDOW_FILE so the whole run can still be rebuilt.
+With LOADGRID_WINDOW_RESET=0 (runs that stop after N requests per user) nothing is reset: the window is
+the whole run, from the test's start.
 It runs inside Locust's gevent world and imports nothing from loadgrid.
 """
 
@@ -13,11 +15,13 @@ import time
 import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import StatsError
 
 WARMUP_S = float(os.environ.get("LOADGRID_WARMUP_S", "0") or 0)
 WINDOW_FILE = os.environ.get("LOADGRID_WINDOW_FILE", "")
+RESET = os.environ.get("LOADGRID_WINDOW_RESET", "1") != "0"
 
-_state = {"spawn_complete_at": None, "window_start_at": None, "before_window": None}
+_state = {"spawn_complete_at": None, "window_start_at": None, "before_window": None, "test_start_at": None}
 _environment = {}
 
 
@@ -26,24 +30,42 @@ def _remember(environment, **_kw):
     _environment["env"] = environment
 
 
+@events.test_start.add_listener
+def _started(**_kw):
+    _state["test_start_at"] = _state["test_start_at"] or time.time()
+
+
 def _open_window():
     env = _environment["env"]
     runner = env.runner
+    if not RESET:
+        _state["window_start_at"] = _state["test_start_at"]
+        return
     if not isinstance(runner, WorkerRunner):
         # What the ramp-up (and warm-up) measured, kept before the reset throws it away.
         _state["before_window"] = [e.serialize() for e in runner.stats.entries.values()]
         _state["window_start_at"] = time.time()
     runner.stats.reset_all()
+    # Locust fires reset_stats only from its web UI; fired here, the locustfile's own counters follow the window.
+    env.events.reset_stats.fire()
 
 
 @events.spawning_complete.add_listener
 def _on_spawned(user_count, **_kw):
     if not isinstance(_environment["env"].runner, WorkerRunner):
         _state["spawn_complete_at"] = time.time()
-    if WARMUP_S > 0:
+    if WARMUP_S > 0 and RESET:
         gevent.spawn_later(WARMUP_S, _open_window)
     else:
         _open_window()
+
+
+def _errors(stats) -> dict:
+    out = {}
+    for error in stats.errors.values():
+        message = StatsError.parse_error(error.error)
+        out[message] = out.get(message, 0) + error.occurrences
+    return out
 
 
 @events.quitting.add_listener
@@ -51,11 +73,14 @@ def _write(environment, **_kw):
     if not WINDOW_FILE or isinstance(environment.runner, WorkerRunner):
         return
     report = {
-        "warmup_s": WARMUP_S,
+        "warmup_s": WARMUP_S if RESET else 0,
+        "reset": RESET,
         "spawn_complete_at": _state["spawn_complete_at"],
         "window_start_at": _state["window_start_at"],
         "distributed": isinstance(environment.runner, MasterRunner),
         "before_window": _state["before_window"] or [],
+        # The window's failures by message, final: Locust's _failures.csv is rewritten only once a second.
+        "errors": _errors(environment.runner.stats),
     }
     tmp = WINDOW_FILE + ".tmp"
     with open(tmp, "w") as fh:

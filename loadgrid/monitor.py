@@ -86,9 +86,10 @@ def memory_bytes(stats: dict) -> int | None:
     if usage is None:
         return None
     detail = mem.get("stats") or {}
-    # As `docker stats`: page cache the kernel can drop is not the container's working set.
-    cache = detail.get("inactive_file", detail.get("total_inactive_file", 0))
-    return int(usage - cache)
+    # As `docker stats`: page cache the kernel can drop is not the container's working set. On cgroup v1
+    # the hierarchy's total_inactive_file counts, on v2 inactive_file; never subtract more than usage.
+    cache = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+    return int(usage - cache) if cache < usage else int(usage)
 
 
 class NvmlSampler:

@@ -1,7 +1,8 @@
 """Config -> the list of runs, as a pure function: `--dry-run` prints it and tests cover it without Docker.
 
 Order reuses the stack: each variant's images are built once, each (variant, replicas) stack is brought
-up once, and all of its users x spawn-rate points run against it before the next stack size.
+up once, and all of its users x spawn-rate points (then its open-loop arrival rates) run against it before
+the next stack size. In target mode there is one "stack", the endpoint, with no replica axis (models 1).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from .config import TARGET_VARIANT, Config
 
 
 def format_number(value: float) -> str:
@@ -25,11 +26,23 @@ class RunSpec:
     spawn_rate: float
     run_time_s: int
     repeat: int = 1  # 1..repeats; every repeat is its own run with its own files
+    arrival_rate: float = 0.0  # > 0: open loop at this many requests per second (users = Locust processes)
+    probe: bool = False  # a capacity-search probe (open loop)
+
+    @property
+    def open_loop(self) -> bool:
+        return self.arrival_rate > 0
 
     @property
     def point(self) -> str:
-        """`<models>_<users>_<spawn>`: the grid point, shared by its repeats."""
-        return f"{self.models}_{self.users}_{format_number(self.spawn_rate)}"
+        """The grid point, shared by its repeats: `<models>_<users>_<spawn>`; open loop `<models>_r<rate>`,
+        capacity probes `<models>_cap_r<rate>`; in target mode the same without `<models>_`."""
+        parts = [] if self.variant == TARGET_VARIANT else [str(self.models)]
+        if self.open_loop:
+            parts += (["cap"] if self.probe else []) + [f"r{format_number(self.arrival_rate)}"]
+        else:
+            parts += [str(self.users), format_number(self.spawn_rate)]
+        return "_".join(parts)
 
     @property
     def name(self) -> str:
@@ -71,6 +84,20 @@ class Plan:
         return sum(run.run_time_s for run in self.runs)
 
 
+def generator_processes(config: Config) -> int:
+    """Locust processes: as configured, or auto: one core of two for Locust, the rest for the stack."""
+    import os
+
+    return config.locust_processes or max(1, (os.cpu_count() or 1) // 2)
+
+
+def open_loop_spec(config: Config, variant: str, models: int, rate: float, run_time_s: int, repeat: int = 1,
+                   probe: bool = False) -> RunSpec:
+    """An open-loop run: one user per Locust process shares the rate; all start at once."""
+    users = generator_processes(config)
+    return RunSpec(variant, models, users, float(users), run_time_s, repeat, arrival_rate=float(rate), probe=probe)
+
+
 def build(config: Config) -> Plan:
     groups = []
     for variant in config.variants:
@@ -79,6 +106,10 @@ def build(config: Config) -> Plan:
                 RunSpec(variant, models, users, spawn, config.run_time_s, repeat)
                 for users in config.num_users_list
                 for spawn in config.spawn_rate_list
+                for repeat in range(1, config.repeats + 1)
+            ) + tuple(
+                open_loop_spec(config, variant, models, rate, config.run_time_s, repeat)
+                for rate in config.arrival_rate_list
                 for repeat in range(1, config.repeats + 1)
             )
             groups.append(StackGroup(variant, models, config.compose_files_for(variant), runs))
@@ -91,23 +122,48 @@ def describe(plan: Plan, config: Config) -> str:
     total = len(plan.runs)
     k = 0
     for variant in plan.variants:
-        files = " ".join(str(p) for p in config.compose_files_for(variant))
-        lines.append(f"variant {variant}: build images once from {files}")
+        if variant == TARGET_VARIANT:
+            lines.append(f"target {config.target_url}: no compose stack, no replica axis")
+        else:
+            files = " ".join(str(p) for p in config.compose_files_for(variant))
+            lines.append(f"variant {variant}: build images once from {files}")
         for group in (g for g in plan.groups if g.variant == variant):
-            lines.append(f"  stack: {config.service} x {group.models} (project {config.project}-{variant})")
+            if variant != TARGET_VARIANT:
+                lines.append(f"  stack: {config.service} x {group.models} (project {config.project}-{variant})")
             for run in group.runs:
                 k += 1
-                lines.append(
-                    f"    run {k}/{total}: {run.id}  users={run.users} spawn_rate={format_number(run.spawn_rate)}"
-                    f" run_time={run.run_time_s}s -> {run.html_path(config.output_dir)}"
-                )
-    minutes, seconds = divmod(plan.load_time_s, 60)
-    est_min, est_s = divmod(estimated_total_s(plan), 60)
+                lines.append(f"    run {k}/{total}: {run.id}  {_load_words(run, config)}"
+                             f" run_time={run.run_time_s}s -> {run.html_path(config.output_dir)}")
+            if config.capacity_search:
+                cs = config.capacity_search
+                lines.append(f"    capacity search: up to {cs.steps} open-loop probes of {cs.run_time_s}s from "
+                             f"{format_number(cs.start)} to at most {format_number(cs.max)} req/s, for the highest "
+                             f"rate with p95 under {format_number(config.latency_target_ms)} ms")
+    lines.append(f"payload: {config.payload_source} (sent as {config.send_as}"
+                 f"{'; served means ' + config.expect if config.expect else ''})")
+    load_s = plan.load_time_s + capacity_time_s(plan, config)
+    minutes, seconds = divmod(load_s, 60)
+    est_min, est_s = divmod(estimated_total_s(plan) + capacity_time_s(plan, config), 60)
     lines.append(
         f"{total} runs, {len(plan.groups)} stack sizes; load time {minutes}m{seconds:02d}s, "
         f"estimated total about {est_min}m{est_s:02d}s with builds, scaling and probes"
     )
     return "\n".join(lines)
+
+
+def _load_words(run: RunSpec, config: Config) -> str:
+    if run.open_loop:
+        return f"open loop {format_number(run.arrival_rate)} req/s ({config.arrival}, {run.users} Locust process(es))"
+    words = f"users={run.users} spawn_rate={format_number(run.spawn_rate)}"
+    if config.requests_per_user:
+        words += f" requests_per_user={config.requests_per_user} (run_time is the cap)"
+    return words
+
+
+def capacity_time_s(plan: Plan, config: Config) -> int:
+    """The most the capacity search can add: every probe of every stack size."""
+    cs = config.capacity_search
+    return cs.steps * cs.run_time_s * len(plan.groups) if cs else 0
 
 
 # Overheads measured on the reference stack (2 cores, warm build cache): see the README's figures.
@@ -133,19 +189,35 @@ def fingerprint(config: Config, spec: RunSpec) -> str:
     digest.update(json.dumps([spec.variant, spec.models, spec.users, spec.spawn_rate, spec.run_time_s, spec.repeat,
                               config.host, config.predict_path, config.service, config.warmup_s,
                               config.locust_processes]).encode())
+    # Settings added later count only when they differ from their defaults, so older fingerprints still match.
+    extra = {"arrival_rate": spec.arrival_rate, "probe": spec.probe, "target": config.target_url,
+             "send_as": config.send_as, "expect": config.expect, "requests_per_user": config.requests_per_user,
+             "arrival": config.arrival if spec.open_loop else "constant", "max_in_flight": config.max_in_flight}
+    defaults = {"arrival_rate": 0.0, "probe": False, "target": None, "send_as": "raw", "expect": "",
+                "requests_per_user": 0, "arrival": "constant", "max_in_flight": 0}
+    changed = {k: v for k, v in extra.items() if defaults[k] != v}
+    if changed:
+        digest.update(json.dumps(changed, sort_keys=True).encode())
     files = list(config.compose_files_for(spec.variant)) + [config.locustfile]
-    files += sorted(p for p in config.images_dir.iterdir() if p.is_file())
+    source = Path(config.payload_source)
+    if source.is_dir():
+        files += sorted(p for p in source.iterdir() if p.is_file())
+    elif source.is_file():
+        files.append(source)
+    else:  # a URL not fetched yet (--dry-run): its address stands for it
+        digest.update(config.payload_source.encode())
     for path in files:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def remaining(plan: Plan, done: set[str]) -> Plan:
-    """The plan without the runs whose ids are in `done` (stack sizes left with no run are dropped)."""
+def remaining(plan: Plan, done: set[str], keep_empty: bool = False) -> Plan:
+    """The plan without the runs whose ids are in `done` (stack sizes left with no run are dropped, unless
+    `keep_empty`: a capacity search still has to run on them)."""
     groups = []
     for group in plan.groups:
         runs = tuple(r for r in group.runs if r.id not in done)
-        if runs:
+        if runs or keep_empty:
             groups.append(StackGroup(group.variant, group.models, group.compose_files, runs))
     return Plan(tuple(groups))

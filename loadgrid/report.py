@@ -1,9 +1,10 @@
-"""Reports rendered only from stored run records: `summary.csv` and `index.html` at the output's top.
+"""Reports rendered only from stored run records: `summary.csv`, `points.csv` and `index.html` at the output's top.
 
 Rebuilding them needs no Docker and re-runs nothing (`orchestrate.py report OUTPUT`). `index.html` is
 self-contained: charts are inline SVG drawn here, the only script (table sorting and filtering) is inline
 and optional, and nothing is fetched from the network, so it opens from the file system anywhere.
-The numbers come from `analysis`; this module only lays them out.
+The numbers come from `analysis`; this module only lays them out. Rebuilding also re-annotates each run's own
+Locust report with its telemetry (`run_page`).
 """
 
 from __future__ import annotations
@@ -14,28 +15,35 @@ import io
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, store
-from .analysis import Conclusion, Point, fmt_ms, fmt_pct, fmt_rps, replicas_text
+from . import analysis, run_page, store
+from .analysis import Conclusion, Estimate, Point, PointStats, fmt_ms, fmt_pct, fmt_rps, replicas_text
 from .plan import format_number
 from .store import RunRecord
 
 SUMMARY_COLUMNS = ["id", "variant", "models", "users", "spawn_rate", "status", "requests", "failures", "rps",
-                   "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "valid", "reasons", "report"]
+                   "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "valid", "reasons", "report",
+                   "client_bound", "generator_cpu_pct", "generator_cores", "window_s", "warmup_s", "repeat"]
+POINTS_COLUMNS = ["point", "variant", "models", "users", "spawn_rate", "runs", "valid_runs",
+                  "rps_mean", "rps_ci_low", "rps_ci_high", "p50_ms_mean", "p50_ms_ci_low", "p50_ms_ci_high",
+                  "p95_ms_mean", "p95_ms_ci_low", "p95_ms_ci_high", "rps_cv", "p50_cv", "p95_cv", "wide_spread",
+                  "note", "run_ids"]
 DEFAULT_LATENCY_TARGET_MS = 500.0
 SESSION_FILE = "session.json"
 
 
 def sort_key(record: RunRecord) -> tuple:
-    return (record.variant, record.models, record.users, record.spawn_rate)
+    return (record.variant, record.models, record.users, record.spawn_rate, record.repeat)
 
 
 def summary_rows(records: list[RunRecord]) -> list[dict]:
     rows = []
     for r in sorted(records, key=sort_key):
         lat = r.load.latency_ms if r.load else {}
+        gen = (r.load.generator if r.load else None) or {}
+        window = (r.load.window if r.load else None) or {}
         rows.append({
             "id": r.id, "variant": r.variant, "models": r.models, "users": r.users,
             "spawn_rate": format_number(r.spawn_rate), "status": r.status,
@@ -44,16 +52,54 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
             **{f"{q}_ms": lat.get(q, "") for q in ("p50", "p90", "p95", "p99", "max")},
             "valid": "yes" if r.validity.valid else "no", "reasons": "; ".join(r.validity.reasons),
             "report": f"{r.variant}/{r.files.get('html', '')}" if r.files.get("html") else "",
+            "client_bound": "yes" if r.validity.client_bound else "no",
+            "generator_cpu_pct": _blank(gen.get("cpu_pct_mean")), "generator_cores": _blank(gen.get("cores")),
+            "window_s": _blank(window.get("duration_s") if window.get("start_at") is not None else None),
+            "warmup_s": _blank(window.get("warmup_s")),
+            "repeat": r.repeat,
         })
     return rows
 
 
+def _blank(value) -> str | float | int:
+    return "" if value is None else value
+
+
 def summary_csv(records: list[RunRecord]) -> str:
+    return _csv(SUMMARY_COLUMNS, summary_rows(records))
+
+
+def _csv(columns: list[str], rows: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(summary_rows(records))
+    writer.writerows(rows)
     return buf.getvalue()
+
+
+def _r(value: float | None, digits: int = 2) -> str | float:
+    return "" if value is None else round(value, digits)
+
+
+def points_rows(records: list[RunRecord]) -> list[dict]:
+    """One row per grid point: how many repeats were valid, mean and 95% CI of req/s, p50, p95, spread flag."""
+    rows = []
+    for s in analysis.point_stats(records):
+        row = {"point": s.name, "variant": s.variant, "models": s.models, "users": s.users,
+               "spawn_rate": format_number(s.spawn_rate), "runs": len(s.run_ids), "valid_runs": s.n}
+        for name, est in (("rps", s.rps), ("p50_ms", s.p50), ("p95_ms", s.p95)):
+            row[f"{name}_mean"] = _r(est.mean if est else None)
+            row[f"{name}_ci_low"] = _r(est.low if est else None)
+            row[f"{name}_ci_high"] = _r(est.high if est else None)
+        for name, est in (("rps", s.rps), ("p50", s.p50), ("p95", s.p95)):
+            row[f"{name}_cv"] = _r(est.cv if est else None, 4)
+        row.update(wide_spread="yes" if s.flagged else "no", note=s.spread_note, run_ids=" ".join(s.run_ids))
+        rows.append(row)
+    return rows
+
+
+def points_csv(records: list[RunRecord]) -> str:
+    return _csv(POINTS_COLUMNS, points_rows(records))
 
 
 # --- SVG charts ----------------------------------------------------------------------------------------------
@@ -74,6 +120,7 @@ class Series:
     points: list[tuple[float, float, str, str]]  # x, y, tooltip, run id ("" for none)
     dash: str = ""
     css: str = "series"
+    bars: list[tuple[float, float, float]] = field(default_factory=list)  # x, low, high: 95% CI of a mean
 
 
 def anchor(run_id: str) -> str:
@@ -157,6 +204,11 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str, x_v
         legend += [(hline[1], TARGET_COLOR, "6 4"), ("(above this scale)", "", "")]
     drawn = [s for s in series if s.points]
     for s in drawn:
+        for x, low, high in s.bars:
+            y1, y2, cx = py(max(low, 0.0)), py(min(high, top)), px(x)
+            out.append(f'<path class="ci" d="M{cx - 4:.1f} {y1:.1f}H{cx + 4:.1f}M{cx:.1f} {y1:.1f}V{y2:.1f}'
+                       f'M{cx - 4:.1f} {y2:.1f}H{cx + 4:.1f}" stroke="{s.color}" fill="none" stroke-width="1.2"/>')
+    for s in drawn:
         pts = sorted(s.points)
         d = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f} {py(y):.1f}" for i, (x, y, _, _) in enumerate(pts))
         dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
@@ -182,8 +234,15 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str, x_v
 
 
 def _tip(p: Point) -> str:
-    return (f"{p.run_id}: {p.users} users, spawn {format_number(p.spawn_rate)}/s, {fmt_rps(p.rps)} req/s, "
-            f"p50 {fmt_ms(p.p50)} ms, p95 {fmt_ms(p.p95)} ms")
+    mean = f" (mean of {p.n} repeats)" if p.n > 1 else ""
+    return (f"{p.ref}: {p.users} users, spawn {format_number(p.spawn_rate)}/s, {fmt_rps(p.rps)} req/s, "
+            f"p50 {fmt_ms(p.p50)} ms, p95 {fmt_ms(p.p95)} ms{mean}")
+
+
+def _ci_bar(stats: dict, p: Point, metric: str) -> tuple[float, float, float] | None:
+    s = stats.get((p.variant, p.models, p.users, p.spawn_rate))
+    est = getattr(s, metric) if s is not None else None
+    return (p.users, est.low, est.high) if est is not None and est.low is not None else None
 
 
 def _replica_colors(records: list[RunRecord]) -> dict[int, tuple[str, str]]:
@@ -194,6 +253,7 @@ def _replica_colors(records: list[RunRecord]) -> dict[int, tuple[str, str]]:
 def users_charts(records: list[RunRecord], metric: str, target_ms: float | None = None) -> list[str]:
     """One chart per variant, side by side, one line per replica count, on a shared y scale."""
     curves = analysis.curves(records)
+    stats = {(s.variant, s.models, s.users, s.spawn_rate): s for s in analysis.point_stats(records)}
     colors = _replica_colors(records)
     users = [r.users for r in records]
     names = {"rps": ("Throughput", "req/s"), "p50": ("p50 latency", "ms"), "p95": ("p95 latency", "ms")}
@@ -206,10 +266,11 @@ def users_charts(records: list[RunRecord], metric: str, target_ms: float | None 
             if v != variant:
                 continue
             pts = [(p.users, getattr(p, metric), _tip(p), p.run_id) for p in curve if getattr(p, metric) is not None]
-            y_max = max([y_max] + [y for _, y, _, _ in pts])
+            bars = [b for b in (_ci_bar(stats, p, metric) for p in curve) if b is not None]
+            y_max = max([y_max] + [y for _, y, _, _ in pts] + [high for _, _, high in bars])
             y_min = min([y_min] + [y for _, y, _, _ in pts if y > 0])
             color, dash = colors[models]
-            series.append(Series(replicas_text(models), color, pts, dash))
+            series.append(Series(replicas_text(models), color, pts, dash, bars=bars))
         per_variant[variant] = series
     # latency spanning a factor of 20 or more goes on a log scale, so the low end and the target stay readable
     log_min = y_min if metric != "rps" and y_min < math.inf and y_max / y_min >= 20 else None
@@ -254,7 +315,8 @@ def run_link(run_id: str) -> str:
 
 
 MAX_EVIDENCE = 8
-SECTION_NAMES = {"speedup": "CPU vs GPU", "scaling": "scaling", "capacity": "capacity and saturation"}
+SECTION_NAMES = {"speedup": "CPU vs GPU", "scaling": "scaling", "capacity": "capacity and saturation",
+                 "repeats": "repeats"}
 
 
 def conclusion_html(c: Conclusion) -> str:
@@ -305,9 +367,43 @@ def verdict(record: RunRecord) -> str:
     return "invalid: " + "; ".join(record.validity.reasons)
 
 
+def window_text(record: RunRecord) -> tuple[str, float]:
+    """The measurement window of a run as shown in the table (HTML), and its sort value (its length in seconds)."""
+    window = (record.load.window if record.load else None) or {}
+    if not window:
+        return "–", -1
+    if window.get("start_at") is None:
+        return "none: still spawning at the end", 0
+    duration = window.get("duration_s") or record.load.duration_s
+    warmup = window.get("warmup_s")
+    text = f"{duration:.0f} s"
+    text += f'<br><span class="small">after {format_number(warmup)} s warm-up</span>' if warmup else ""
+    return text, duration
+
+
+def generator_text(record: RunRecord) -> tuple[str, str, float]:
+    """The load generator's CPU over the window: text, tooltip and sort value."""
+    gen = (record.load.generator if record.load else None) or {}
+    mean = gen.get("cpu_pct_mean")
+    if mean is None:
+        return "–", "", -1
+    cores = gen.get("cores") or 1
+    top = gen.get("cpu_pct_max")
+    tip = (f"mean {mean:g}%, max {'?' if top is None else f'{top:g}'}% of {cores} core(s), "
+           f"{gen.get('samples', '?')} samples")
+    if gen.get("locust_cpu_warning"):
+        tip += "; Locust warned its CPU was above 90%"
+    return f"{mean:.0f}%<br><span class=\"small\">of {cores} core{'s' if cores != 1 else ''}</span>", tip, mean
+
+
+def verdict_html(record: RunRecord) -> str:
+    badge = '<span class="badge">client-bound</span> ' if record.validity.client_bound else ""
+    return badge + esc(verdict(record))
+
+
 def runs_table(records: list[RunRecord]) -> str:
     head = ["run", "variant", "replicas", "users", "spawn/s", "requests", "failures", "req/s", "p50 ms",
-            "p90 ms", "p95 ms", "p99 ms", "max ms", "verdict"]
+            "p90 ms", "p95 ms", "p99 ms", "max ms", "window", "Locust CPU", "verdict"]
     rows = []
     for r in sorted(records, key=sort_key):
         lat = r.load.latency_ms if r.load else {}
@@ -320,10 +416,15 @@ def runs_table(records: list[RunRecord]) -> str:
                  _td(r.load.failures if r.load else "–", r.load.failures if r.load else -1),
                  _num_td(r.load.rps if r.load else None, fmt_rps)]
         cells += [_num_td(lat.get(q), fmt_ms) for q in ("p50", "p90", "p95", "p99", "max")]
-        cells.append(_td(esc(verdict(r)), cls="verdict"))
+        window, window_sort = window_text(r)
+        cpu, cpu_tip, cpu_sort = generator_text(r)
+        cells.append(_td(window, window_sort, "l"))
+        cpu_cell = f'<span title="{esc(cpu_tip)}">{cpu}</span>' if cpu_tip else cpu
+        cells.append(_td(cpu_cell, cpu_sort, "bad" if r.validity.client_bound else ""))
+        cells.append(_td(verdict_html(r), cls="verdict"))
         cls = "" if ok else ' class="excluded"'
         rows.append(f'<tr id="{anchor(r.id)}"{cls}>' + "".join(cells) + "</tr>")
-    return table(head, rows, left=("run", "variant", "verdict"), css="sortable runs")
+    return table(head, rows, left=("run", "variant", "window", "verdict"), css="sortable runs")
 
 
 def _change_td(r: float | None, higher_is_better: bool) -> str:
@@ -388,6 +489,57 @@ def capacity_section(records: list[RunRecord], target_ms: float) -> str:
     return table(head, rows, left=("variant", "at", "saturation"))
 
 
+def _ci_td(est: Estimate | None, fmt, wide: bool) -> str:
+    if est is None:
+        return _td("–", -1) + _td("–", -1)
+    ci = "–" if est.low is None else f"{fmt(est.low)} – {fmt(est.high)}"
+    cv = "" if est.cv is None else f" (CV {fmt_pct(est.cv)})"
+    return _td(fmt(est.mean), round(est.mean, 6), "bad" if wide else "") + _td(ci + cv, est.cv or 0,
+                                                                              "bad" if wide else "")
+
+
+def points_section(records: list[RunRecord]) -> str:
+    """Per grid point over its repeats: mean and 95% CI of req/s, p50, p95 and the spread flag."""
+    head = ["point", "valid / runs", "req/s mean", "req/s 95% CI", "p50 ms mean", "p50 95% CI", "p95 ms mean",
+            "p95 95% CI", "spread", "runs"]
+    rows = []
+    for s in analysis.point_stats(records):
+        links = ", ".join(run_link(i) for i in s.run_ids)
+        note = s.spread_note or ("ok" if s.n > 1 else "–")
+        cls = ' class="excluded"' if not s.n else ' class="wide"' if s.flagged else ""
+        rows.append(f'<tr id="{point_anchor(s)}"{cls}>' + "".join([
+            _td(esc(s.name), s.name), _td(f"{s.n} / {len(s.run_ids)}", s.n, "bad" if s.n < len(s.run_ids) else ""),
+            _ci_td(s.rps, fmt_rps, "req/s" in s.wide), _ci_td(s.p50, fmt_ms, "p50" in s.wide),
+            _ci_td(s.p95, fmt_ms, "p95" in s.wide),
+            _td(esc(note), 1 if s.flagged else 0, "bad l" if s.flagged else "l"), _td(links, cls="runs"),
+        ]) + "</tr>")
+    return table(head, rows, left=("point", "spread", "runs"))
+
+
+def point_anchor(s: PointStats) -> str:
+    return "point-" + re.sub(r"[^A-Za-z0-9_.-]", "-", s.name)
+
+
+def repeats_html(records: list[RunRecord]) -> str:
+    """The section on repeats: only when some grid point was run more than once, else nothing."""
+    if not analysis.has_repeats(records):
+        return ""
+    stats = analysis.point_stats(records)
+    wide = [s for s in stats if s.flagged]
+    return f"""
+<h2 id="repeats">Repeats: mean and 95% confidence interval per grid point</h2>
+<p>Each grid point was run up to {max(len(s.run_ids) for s in stats)} times. Only its valid repeats count: the
+charts, scaling, speedups, capacity and conclusions use their <b>mean</b>, and the charts draw its 95% confidence
+interval as a bar. CI = mean ± t<sub>0.975, n−1</sub> × s / √n (Student t, s the standard deviation of the n valid
+repeats); a point with one valid repeat has no interval. <b>Wide spread</b> (highlighted): the coefficient of
+variation s / mean of req/s, p50 or p95 over the valid repeats is above {fmt_pct(analysis.SPREAD_CV)} (a
+latency spread under {format_number(analysis.LATENCY_RESOLUTION_MS)} ms, Locust's resolution, is not counted).
+{len(wide)} of {len(stats)} grid points {"is" if len(wide) == 1 else "are"} flagged. Per point in
+<code>points.csv</code>; per run in <code>summary.csv</code>.</p>
+{points_section(records)}
+"""
+
+
 def scaling_table(records: list[RunRecord]) -> str:
     rows = []
     for variant, items in analysis.scaling(records).items():
@@ -423,9 +575,14 @@ table { border-collapse: collapse; font-size: .85em; }
 td, th { border: 1px solid #ddd; padding: .22em .45em; text-align: right; white-space: nowrap; }
 th { background: #f4f4f4; position: sticky; top: 0; z-index: 1; }
 td:first-child, th:first-child, td.verdict, td.runs, td.l, th.l { text-align: left; }
-td.verdict { white-space: normal; min-width: 14em; } td.l, td.runs { white-space: normal; min-width: 8em; }
+td.verdict { white-space: normal; min-width: 14em; }
+table.runs th { white-space: normal; vertical-align: bottom; } td.l, td.runs { white-space: normal; min-width: 8em; }
 tr.excluded { background: #fdecec; } tr:target { outline: 2px solid #f28e2b; background: #fff4e0; }
 td.good { color: #1a7f37; } td.bad { color: #b42318; }
+tr.wide { background: #fff4e0; } ul.conclusions li.warning { color: #8a4b00; }
+.badge { display: inline-block; background: #b42318; color: #fff; border-radius: 3px; padding: 0 .35em;
+         font-size: .85em; font-weight: 600; }
+svg .ci { opacity: .8; }
 .nodata { background: #f6f6f6; padding: .6em; border-left: 4px solid #bbb; }
 .filter { margin: .4em 0; }
 """
@@ -488,9 +645,13 @@ def index_html(records: list[RunRecord], latency_target_ms: float = DEFAULT_LATE
             f"{_list({r.spawn_rate for r in records}, format_number)}")
     several_spawn = len({r.spawn_rate for r in records}) > 1
     conclusions = "\n".join(conclusion_html(c) for c in analysis.conclusions(records, latency_target_ms))
-    spawn_note = ("Several spawn rates were run: at each (variant, replicas, users) the curves use the valid run "
+    repeats = analysis.has_repeats(records)
+    unit = "grid point (the mean of its valid repeats)" if repeats else "run"
+    spawn_note = (f"Several spawn rates were run: at each (variant, replicas, users) the curves use the valid {unit} "
                   "with the highest throughput; every run is in the table at the bottom." if several_spawn else
-                  "One spawn rate was run, so each curve point is one run.")
+                  f"One spawn rate was run, so each curve point is one {unit}.")
+    if repeats:
+        spawn_note += " Bars on the curves are 95% confidence intervals over the repeats."
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -531,9 +692,13 @@ run (normally 1); 100% is linear. The dotted lines are linear scaling from N<sub
 Saturation: the smallest user count after which throughput never again rose by
 {fmt_pct(analysis.SATURATION_GAIN)} or more (on the curve above).</p>
 {capacity_section(records, latency_target_ms)}
-
+{repeats_html(records)}
 <h2 id="runs">All runs</h2>
-<p class="small">Each run links to its Locust report. Click a column heading to sort.</p>
+<p class="small">Each run links to its Locust report (with the stack's telemetry added below Locust's own
+charts). Window: the measurement window the figures cover (from when every user was spawned, after the
+warm-up, to the end). Locust CPU: the load generator's mean CPU over the window, as a share of the cores it may
+use; a run where it was the bottleneck is marked <span class="badge">client-bound</span> and is invalid. Click a
+column heading to sort.</p>
 {runs_table(records)}
 <script>{SCRIPT}</script>
 </body></html>
@@ -561,7 +726,9 @@ def write_all(output_dir: Path, latency_target_ms: float | None = None) -> list[
     records = store.load_all(output_dir)
     target, source = latency_target(output_dir, latency_target_ms)
     written = []
-    for name, text in (("summary.csv", summary_csv(records)), ("index.html", index_html(records, target, source))):
+    for name, text in (("summary.csv", summary_csv(records)), ("index.html", index_html(records, target, source)),
+                       ("points.csv", points_csv(records))):
         store.write_atomic(output_dir / name, text)
         written.append(output_dir / name)
+    run_page.annotate_all(output_dir)
     return written

@@ -53,6 +53,13 @@ class LoadReport:
     window: dict = field(default_factory=dict)  # start_at, spawn_complete_at, warmup_s, duration_s
     whole_run: dict = field(default_factory=dict)  # requests, failures, rps, duration_s, latency_ms
     generator: dict = field(default_factory=dict)  # processes, cores, cpu_pct_mean, cpu_pct_max
+    # Open-loop runs: arrival, intended_rate, scheduled_rate, achieved_rate (req/s sent over the window),
+    # scheduled, sent, late (sent more than late_tolerance_ms after their slot), dropped (not sent: every
+    # in-flight slot busy), max_late_ms, max_in_flight, processes, window_s. Empty for closed-loop runs.
+    open_loop: dict = field(default_factory=dict)
+    # Runs that stop after a number of requests per user: requests_per_user, users, users_finished,
+    # requests_sent, by ("requests": every user finished; "time": the run_time cap ended it first).
+    stop: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -96,6 +103,13 @@ class RunRecord:
     repeat: int = 1
     incidents: list[Incident] = field(default_factory=list)
     telemetry: dict = field(default_factory=dict)  # per container/GPU mean and max; series in files["telemetry"]
+    # Open loop: the intended arrival rate (req/s) and its process (constant, poisson); None: closed loop.
+    arrival_rate: float | None = None
+    arrival: str | None = None
+    capacity_probe: bool = False  # a capacity-search probe (see capacity.json)
+    requests_per_user: int | None = None  # each user stopped after this many requests (run_time was a cap)
+    target: str | None = None  # target mode: the endpoint's URL (variant "target", models 0, no stack)
+    payload: dict = field(default_factory=dict)  # kind, source (and url), send_as, items, content_type, expect
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

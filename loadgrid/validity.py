@@ -32,6 +32,10 @@ def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: 
         client_bound, why = generator_bound(load.generator, client_cpu_limit_pct)
         if client_bound:
             reasons.append(why)
+        open_reasons, behind = open_loop_problems(load.open_loop)
+        reasons += open_reasons
+        client_bound = client_bound or behind
+        reasons += stop_problems(load.stop)
     described = set()
     for incident in incidents:
         described.add(incident.container)
@@ -57,6 +61,48 @@ def generator_bound(generator: dict, limit_pct: float) -> tuple[bool, str]:
     if generator and generator.get("locust_cpu_warning"):
         return True, "client-bound: Locust warned that its CPU usage was above 90%"
     return False, ""
+
+
+# An open-loop generator is behind its schedule when it sends less than this share of the scheduled rate,
+# or sends more than LATE_SHARE of its requests (and at least LATE_MIN) later than the tolerance after their slot.
+ACHIEVED_SHARE = 0.95
+LATE_SHARE = 0.10
+LATE_MIN = 10
+
+
+def open_loop_problems(open_loop: dict) -> tuple[list[str], bool]:
+    """Reasons an open-loop run does not show the server at its intended rate; True when the generator lagged."""
+    if not open_loop:
+        return [], False
+    if open_loop.get("error"):
+        return [f"open loop: {open_loop['error']}"], False
+    reasons = []
+    behind = False
+    rate = open_loop.get("intended_rate") or 0
+    scheduled = open_loop.get("scheduled") or 0
+    if open_loop.get("dropped"):
+        reasons.append(f"{open_loop['dropped']} of {scheduled} scheduled requests were dropped, not sent: all "
+                       f"{open_loop.get('max_in_flight')} in-flight slots were busy (the server fell behind "
+                       f"{rate:g} req/s)")
+    sent = open_loop.get("sent") or 0
+    late = open_loop.get("late") or 0
+    achieved, planned = open_loop.get("achieved_rate") or 0.0, open_loop.get("scheduled_rate") or 0.0
+    lagged = late > LATE_SHARE * sent and late >= LATE_MIN
+    if sent and (lagged or (not open_loop.get("dropped") and achieved < ACHIEVED_SHARE * planned)):
+        behind = True
+        reasons.append(f"client-bound: the load generator fell behind its schedule ({achieved:g} of {planned:g} "
+                       f"req/s sent, {late} of {sent} requests more than {open_loop.get('late_tolerance_ms'):g} ms "
+                       f"late); raise locust_processes or lower the rate")
+    return reasons, behind
+
+
+def stop_problems(stop: dict) -> list[str]:
+    """A run that should have stopped after N requests per user, but the run_time cap ended it first."""
+    if not stop or stop.get("by") != "time":
+        return []
+    return [f"the run_time cap ended the run before every user sent its {stop['requests_per_user']} requests "
+            f"({stop['users_finished']} of {stop['users']} users finished, {stop['requests_sent']} requests sent); "
+            f"raise run_time"]
 
 
 def describe_incident(incident: Incident) -> str:

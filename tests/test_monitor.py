@@ -1,0 +1,377 @@
+"""Telemetry from recorded answers: Docker stats frames (cgroup v1 and v2), NVML replies for two GPUs.
+
+No Docker engine and no GPU: the frames below have the shape the Docker Engine API returns from
+`GET /containers/{id}/stats` (API 1.41+), the NVML answers the types nvidia-ml-py returns; `Monitor` runs
+against a fake Docker client and a fake `nvml` module object that replay them.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from loadgrid import monitor
+from loadgrid.monitor import Monitor, NvmlSampler, Telemetry
+
+MiB = 2**20
+
+# cgroup v2 (Docker 20.10+ on a unified hierarchy): no percpu_usage, memory "stats" are cgroup v2's memory.stat
+# keys (anon, file, inactive_file, ...). A 2-core machine: system_cpu_usage grows by 2e9 ns a second.
+V2_FRAME = {
+    "read": "2026-01-01T10:00:02.004567891Z",
+    "preread": "2026-01-01T10:00:01.003456789Z",
+    "pids_stats": {"current": 9, "limit": 28398},
+    "num_procs": 0,
+    "cpu_stats": {
+        "cpu_usage": {"total_usage": 48_761_234_000, "usage_in_kernelmode": 4_120_331_000,
+                      "usage_in_usermode": 44_640_903_000},
+        "system_cpu_usage": 2_460_511_300_000_000,
+        "online_cpus": 2,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    },
+    "precpu_stats": {
+        "cpu_usage": {"total_usage": 47_861_234_000, "usage_in_kernelmode": 4_050_331_000,
+                      "usage_in_usermode": 43_810_903_000},
+        "system_cpu_usage": 2_460_509_300_000_000,
+        "online_cpus": 2,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    },
+    "memory_stats": {
+        "usage": 331_870_208,
+        "stats": {"active_anon": 0, "active_file": 2_490_368, "anon": 301_268_992, "anon_thp": 0, "file": 28_086_272,
+                  "file_dirty": 0, "file_mapped": 19_726_336, "inactive_anon": 301_256_704,
+                  "inactive_file": 25_595_904, "kernel_stack": 147_456, "pgfault": 151_206, "pgmajfault": 96,
+                  "shmem": 0, "slab": 1_561_120, "sock": 0, "unevictable": 0},
+        "limit": 25_274_728_448,
+    },
+    "name": "/loadgrid-cpu-model-1",
+    "id": "4f1c2b9d7e6a5f4c3b2a19087f6e5d4c3b2a19087f6e5d4c3b2a19087f6e5d4c",
+    "networks": {"eth0": {"rx_bytes": 91_540_112, "rx_packets": 3_904, "tx_bytes": 402_331, "tx_packets": 2_511}},
+}
+
+# cgroup v1 (older hosts): percpu_usage per core and no online_cpus on old engines; memory "stats" carry both the
+# cgroup's own counters and the hierarchical total_* ones. A 4-core machine.
+V1_FRAME = {
+    "read": "2026-01-01T10:00:02.000000000Z",
+    "preread": "2026-01-01T10:00:01.000000000Z",
+    "pids_stats": {"current": 7},
+    "num_procs": 0,
+    "cpu_stats": {
+        "cpu_usage": {"total_usage": 120_300_000_000, "percpu_usage": [30_100_000_000, 30_050_000_000,
+                                                                       30_100_000_000, 30_050_000_000],
+                      "usage_in_kernelmode": 10_000_000_000, "usage_in_usermode": 110_000_000_000},
+        "system_cpu_usage": 9_000_004_000_000_000,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    },
+    "precpu_stats": {
+        "cpu_usage": {"total_usage": 118_700_000_000, "percpu_usage": [29_700_000_000, 29_650_000_000,
+                                                                       29_700_000_000, 29_650_000_000],
+                      "usage_in_kernelmode": 9_900_000_000, "usage_in_usermode": 108_800_000_000},
+        "system_cpu_usage": 9_000_000_000_000_000,
+        "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0},
+    },
+    "memory_stats": {
+        "usage": 412_700_672, "max_usage": 431_017_984,
+        "stats": {"active_anon": 350_617_600, "active_file": 12_288_000, "cache": 45_056_000, "inactive_anon": 0,
+                  "inactive_file": 32_768_000, "mapped_file": 20_480_000, "rss": 350_617_600,
+                  "total_active_anon": 350_617_600, "total_active_file": 12_288_000, "total_cache": 45_056_000,
+                  "total_inactive_anon": 0, "total_inactive_file": 32_768_000, "total_rss": 350_617_600},
+        "failcnt": 0, "limit": 8_589_934_592,
+    },
+    "name": "/loadgrid-cpu-model-2",
+    "id": "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b",
+}
+
+# The first frame of a stream: Docker has no previous reading yet, so precpu_stats is nearly empty.
+FIRST_FRAME = {**copy.deepcopy(V2_FRAME), "preread": "0001-01-01T00:00:00Z",
+               "precpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+                                "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}}}
+
+# A container that has stopped: the engine sends empty stats.
+STOPPED_FRAME = {"read": "2026-01-01T10:00:09Z", "preread": "2026-01-01T10:00:08Z", "pids_stats": {},
+                 "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
+                 "precpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}}, "memory_stats": {},
+                 "name": "/loadgrid-cpu-model-1", "id": "4f1c2b9d7e6a"}
+
+
+def test_cpu_percent_cgroup_v2():
+    # 0.9 s of CPU over 2 s of system time on 2 cores: 90% of one core, as `docker stats` shows it
+    assert monitor.cpu_percent(V2_FRAME) == pytest.approx(90.0)
+
+
+def test_cpu_percent_cgroup_v1_counts_cores_from_percpu_usage():
+    # 1.6 s of CPU over 4 s of system time; no online_cpus, so 4 cores from percpu_usage: 160%
+    assert monitor.cpu_percent(V1_FRAME) == pytest.approx(160.0)
+
+
+def test_cpu_percent_without_a_previous_reading_is_none():
+    assert monitor.cpu_percent(FIRST_FRAME) is None
+    assert monitor.cpu_percent(STOPPED_FRAME) is None
+    assert monitor.cpu_percent({}) is None
+
+
+def test_cpu_percent_idle_and_counter_reset():
+    idle = copy.deepcopy(V2_FRAME)
+    idle["cpu_stats"]["cpu_usage"]["total_usage"] = idle["precpu_stats"]["cpu_usage"]["total_usage"]
+    assert monitor.cpu_percent(idle) == 0.0
+    reset = copy.deepcopy(V2_FRAME)
+    reset["cpu_stats"]["cpu_usage"]["total_usage"] = 1_000  # container restarted: the counter went back
+    assert monitor.cpu_percent(reset) is None
+
+
+def test_memory_bytes_cgroup_v2_leaves_out_inactive_file():
+    assert monitor.memory_bytes(V2_FRAME) == 331_870_208 - 25_595_904  # 292.1 MiB, as `docker stats`
+
+
+def test_memory_bytes_cgroup_v1_leaves_out_inactive_file():
+    assert monitor.memory_bytes(V1_FRAME) == 412_700_672 - 32_768_000
+
+
+def test_memory_bytes_of_a_stopped_container_is_none():
+    assert monitor.memory_bytes(STOPPED_FRAME) is None
+    assert monitor.memory_bytes({"memory_stats": {"usage": 1_000}}) == 1_000  # no detail: usage as it is
+
+
+def test_memory_bytes_matches_docker_cli_on_cgroup_v1_hierarchies():
+    frame = copy.deepcopy(V1_FRAME)
+    frame["memory_stats"]["stats"]["inactive_file"] = 1_000_000  # the cgroup's own; total_ counts its children
+    assert monitor.memory_bytes(frame) == 412_700_672 - 32_768_000
+
+
+def test_telemetry_summary():
+    t = Telemetry(containers={
+        "loadgrid-cpu-model-1": [(1.0, 80.0, 300 * MiB), (2.0, 100.0, 310 * MiB), (3.0, 90.5, 320 * MiB)],
+        "loadgrid-cpu-gateway-1": [(1.0, 2.0, 10 * MiB)],
+        "loadgrid-cpu-empty-1": [],
+    }, gpu_absent_reason="not a GPU run")
+    s = t.summary()
+    assert list(s["containers"]) == ["loadgrid-cpu-empty-1", "loadgrid-cpu-gateway-1", "loadgrid-cpu-model-1"]
+    assert s["containers"]["loadgrid-cpu-model-1"] == {"samples": 3, "cpu_pct_mean": 90.2, "cpu_pct_max": 100.0,
+                                                       "mem_mb_mean": 310.0, "mem_mb_max": 320.0}
+    assert s["containers"]["loadgrid-cpu-empty-1"] == {"samples": 0, "cpu_pct_mean": None, "cpu_pct_max": None,
+                                                       "mem_mb_mean": None, "mem_mb_max": None}
+    assert s["gpus"] == {} and s["gpu_absent"] == "not a GPU run"
+
+
+# --- NVML ---------------------------------------------------------------------------------------------------
+
+class FakeNvml:
+    """A stand-in for the `pynvml` module (nvidia-ml-py) replaying recorded answers, one reading per call.
+
+    GPU 0 is an NVIDIA A10G (24 GiB, 300 W cap), GPU 1 a Tesla T4 (16 GiB, 70 W): utilisation in %, memory in
+    bytes, power in milliwatts, the name as `bytes` (nvidia-ml-py before 11.5) or `str` (after).
+    """
+
+    def __init__(self, readings=None, fail_init: Exception | None = None):
+        self.readings = readings or RECORDED
+        self.fail_init = fail_init
+        self.calls = {i: 0 for i in range(len(self.readings))}
+        self.shutdown = 0
+        self.lock = threading.Lock()
+
+    def nvmlInit(self):
+        if self.fail_init:
+            raise self.fail_init
+
+    def nvmlShutdown(self):
+        self.shutdown += 1
+
+    def nvmlDeviceGetCount(self):
+        return len(self.readings)
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return SimpleNamespace(index=index)
+
+    def _reading(self, handle):
+        rows = self.readings[handle.index]["samples"]
+        return rows[min(self.calls[handle.index], len(rows) - 1)]
+
+    def nvmlDeviceGetName(self, handle):
+        return self.readings[handle.index]["name"]
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=self._reading(handle)[0], memory=self._reading(handle)[0] // 2)
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        used = self._reading(handle)[1]
+        total = self.readings[handle.index]["total"]
+        return SimpleNamespace(total=total, used=used, free=total - used)
+
+    def nvmlDeviceGetPowerUsage(self, handle):
+        value = self._reading(handle)[2]
+        with self.lock:  # the last query of a reading: the next call gets the next one
+            self.calls[handle.index] += 1
+        return value
+
+
+# (util %, memory used bytes, power mW) per reading
+RECORDED = [
+    {"name": b"NVIDIA A10G", "total": 24_146_608_128,
+     "samples": [(0, 2_154_823_680, 58_318), (87, 6_711_934_976, 201_442), (93, 6_736_052_224, 243_910),
+                 (91, 6_736_052_224, 238_004)]},
+    {"name": "Tesla T4", "total": 16_106_127_360,
+     "samples": [(0, 440_401_920, 27_050), (64, 3_152_019_456, 61_221), (71, 3_152_019_456, 69_870),
+                 (69, 3_154_116_608, 68_002)]},
+]
+
+
+def test_nvml_sampler_reads_every_gpu():
+    nvml = FakeNvml()
+    sampler = NvmlSampler(nvml)
+    first = sampler.sample()
+    assert sorted(first) == ["0", "1"]
+    assert first["0"]["name"] == "NVIDIA A10G" and first["1"]["name"] == "Tesla T4"  # bytes and str names
+    assert first["0"]["util_pct"] == 0.0 and first["0"]["mem_used_mb"] == pytest.approx(2055.0)
+    assert first["0"]["power_w"] == pytest.approx(58.318)
+    second = sampler.sample()
+    assert second["1"]["util_pct"] == 64.0 and second["1"]["mem_used_mb"] == pytest.approx(3006.0)
+    assert second["1"]["power_w"] == pytest.approx(61.221)
+    assert abs(second["0"]["t"] - time.time()) < 5
+    sampler.close()
+    assert nvml.shutdown == 1
+
+
+def test_nvml_close_never_raises():
+    nvml = FakeNvml()
+    sampler = NvmlSampler(nvml)
+
+    def boom():
+        raise RuntimeError("NVML_ERROR_UNINITIALIZED")
+
+    nvml.nvmlShutdown = boom
+    sampler.close()
+
+
+def test_summarise_gpu_over_recorded_samples():
+    sampler = NvmlSampler(FakeNvml())
+    samples = [sampler.sample() for _ in range(4)]
+    a10g = monitor.summarise_gpu([s["0"] for s in samples])
+    assert a10g["name"] == "NVIDIA A10G" and a10g["samples"] == 4
+    assert a10g["util_pct_mean"] == pytest.approx((0 + 87 + 93 + 91) / 4, abs=0.05) and a10g["util_pct_max"] == 93.0
+    assert a10g["mem_used_mb_max"] == pytest.approx(6424.0) and a10g["power_w_max"] == pytest.approx(243.9)
+    assert a10g["power_w_mean"] == pytest.approx((58.318 + 201.442 + 243.910 + 238.004) / 4, abs=0.05)
+    t4 = monitor.summarise_gpu([s["1"] for s in samples])
+    assert t4["name"] == "Tesla T4" and t4["util_pct_max"] == 71.0 and t4["power_w_max"] == pytest.approx(69.9)
+    assert monitor.summarise_gpu([])["samples"] == 0 and monitor.summarise_gpu([])["util_pct_mean"] is None
+    # a GPU that does not report power (NVML_ERROR_NOT_SUPPORTED, stored as None) still summarises the rest
+    partial = monitor.summarise_gpu([{"name": "x", "util_pct": 10.0, "mem_used_mb": 5.0, "power_w": None}])
+    assert partial["power_w_mean"] is None and partial["util_pct_mean"] == 10.0
+
+
+# --- Monitor, against a fake Docker client ------------------------------------------------------------------
+
+class FakeStream:
+    """What the Docker SDK returns for a streaming call: an iterator that can be closed."""
+
+    def __init__(self, items, hold: threading.Event | None = None):
+        self.items = list(items)
+        self.hold = hold
+        self.closed = threading.Event()
+
+    def __iter__(self):
+        yield from self.items
+        if self.hold is not None:  # a live stream: waits for more until closed
+            self.closed.wait(10)
+
+    def close(self):
+        self.closed.set()
+
+
+class FakeContainer:
+    def __init__(self, name, frames):
+        self.name = name
+        self.frames = frames
+
+    def stats(self, stream=True, decode=True):
+        assert stream and decode
+        return FakeStream(self.frames, hold=threading.Event())
+
+
+class FakeDocker:
+    def __init__(self, containers, events=()):
+        self._containers = containers
+        self._events = events
+        self.containers = SimpleNamespace(list=self._list)
+        self.event_filters = None
+
+    def _list(self, filters=None):
+        assert filters == {"label": "com.docker.compose.project=loadgrid-cpu"}
+        return self._containers
+
+    def events(self, since=None, decode=True, filters=None):
+        self.event_filters = filters
+        return FakeStream(self._events, hold=threading.Event())
+
+
+def frames_v2(n: int) -> list[dict]:
+    """n consecutive stats frames a second apart, after the stream's first frame (which has no CPU figure)."""
+    out = [FIRST_FRAME]
+    for i in range(n):
+        f = copy.deepcopy(V2_FRAME)
+        f["cpu_stats"]["cpu_usage"]["total_usage"] += i * 900_000_000
+        f["precpu_stats"]["cpu_usage"]["total_usage"] += i * 900_000_000
+        f["memory_stats"]["usage"] += i * MiB
+        out.append(f)
+    return out
+
+
+def wait_until(check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return check()
+
+
+def test_cpu_run_monitor_records_gpu_absent_and_container_samples(monkeypatch):
+    def no_nvml(*a, **k):
+        raise AssertionError("a CPU run must not touch NVML")
+
+    monkeypatch.setattr(monitor, "NvmlSampler", no_nvml)
+    died = {"Type": "container", "Action": "die", "id": "9a8b7c6d5e4f3a2b", "timeNano": 1_767_261_610_500_000_000,
+            "Actor": {"ID": "9a8b7c6d5e4f3a2b", "Attributes": {"name": "loadgrid-cpu-model-2", "exitCode": "137",
+                                                               "com.docker.compose.service": "model"}}}
+    started = {**died, "Action": "start"}
+    client = FakeDocker([FakeContainer("loadgrid-cpu-model-1", frames_v2(3)),
+                         FakeContainer("loadgrid-cpu-model-2", [V1_FRAME, STOPPED_FRAME])], events=[started, died])
+    mon = Monitor("loadgrid-cpu", "model", gpu=False, client=client)
+    with mon:
+        assert wait_until(lambda: len(mon.telemetry.containers.get("loadgrid-cpu-model-1", [])) == 3
+                          and mon.events)
+    summary = mon.telemetry.summary()
+    assert summary["gpu_absent"] == "not a GPU run" and summary["gpus"] == {}
+    model1 = summary["containers"]["loadgrid-cpu-model-1"]
+    assert model1["samples"] == 3 and model1["cpu_pct_mean"] == pytest.approx(90.0)
+    assert model1["mem_mb_max"] == pytest.approx(round((331_870_208 + 2 * MiB - 25_595_904) / MiB, 1))
+    assert summary["containers"]["loadgrid-cpu-model-2"]["samples"] == 1  # the stopped frame is skipped
+    assert [(e.action, e.exit_code, e.name) for e in mon.replica_events()] == [("die", 137, "loadgrid-cpu-model-2")]
+    assert client.event_filters == {"type": "container", "label": "com.docker.compose.project=loadgrid-cpu"}
+
+
+def test_gpu_run_monitor_samples_both_gpus(monkeypatch):
+    nvml = FakeNvml()
+    client = FakeDocker([FakeContainer("loadgrid-gpu-model-1", frames_v2(2))])
+    mon = Monitor("loadgrid-cpu", "model", gpu=True, client=client, nvml=nvml, interval_s=0.01)
+    with mon:
+        assert wait_until(lambda: len(mon.telemetry.gpus.get("1", [])) >= 4)
+    assert nvml.shutdown == 1  # the sampler is closed when the run ends
+    summary = mon.telemetry.summary()
+    assert "gpu_absent" not in summary
+    assert sorted(summary["gpus"]) == ["0", "1"]
+    assert summary["gpus"]["0"]["name"] == "NVIDIA A10G" and summary["gpus"]["1"]["name"] == "Tesla T4"
+    assert summary["gpus"]["0"]["util_pct_max"] == 93.0 and summary["gpus"]["1"]["power_w_max"] == pytest.approx(69.9)
+
+
+def test_gpu_run_without_nvml_records_why():
+    client = FakeDocker([])
+    mon = Monitor("loadgrid-cpu", "model", gpu=True, client=client,
+                  nvml=FakeNvml(fail_init=RuntimeError("NVML Shared Library Not Found")))
+    with mon:
+        pass
+    summary = mon.telemetry.summary()
+    assert summary["gpus"] == {} and summary["gpu_absent"] == "NVML unavailable: NVML Shared Library Not Found"
