@@ -222,18 +222,3 @@ def section_html(output_dir: Path, link_prefix: str = "") -> str:
             "<table><thead><tr><th>variant</th><th>replicas</th><th>capacity</th><th>p95 ms</th>"
             "<th>lowest failing rate</th><th>limited by</th><th>probes (req/s)</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table></section>")
-
-
-def write_page(output_dir: Path) -> Path | None:
-    """`<output>/capacity.html`: the section alone, for until the comparison report shows it."""
-    from .store import write_atomic
-
-    section = section_html(output_dir)
-    if not section:
-        return None
-    path = output_dir / "capacity.html"
-    write_atomic(path, "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Capacity search"
-                       "</title><style>body{font:14px system-ui,sans-serif;margin:2em}table{border-collapse:collapse}"
-                       "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style></head><body>"
-                       + section + "</body></html>\n")
-    return path

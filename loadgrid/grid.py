@@ -284,7 +284,6 @@ def _capacity_search(config: Config, group: StackGroup, stack: ComposeStack | No
     result.searched_at = now()
     progress.extend(-(cs.steps - len(result.probes)), -(cs.steps - len(result.probes)) * cs.run_time_s)
     capacity.write(config.output_dir, result)
-    capacity.write_page(config.output_dir)
     say(capacity.summary_line(result))
     return result
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, run_page, store
+from . import analysis, capacity, run_page, store
 from .analysis import Conclusion, Estimate, Point, PointStats, fmt_ms, fmt_pct, fmt_rps, replicas_text
 from .plan import format_number
 from .store import RunRecord
@@ -637,7 +637,8 @@ def _figures(charts: list[str]) -> str:
 
 
 def index_html(records: list[RunRecord], latency_target_ms: float = DEFAULT_LATENCY_TARGET_MS,
-               target_source: str = "") -> str:
+               target_source: str = "", capacity_search: str = "") -> str:
+    """The comparison page; `capacity_search` is the open-loop capacity search's section, if one ran."""
     usable = [r for r in records if analysis.usable(r)]
     present = analysis.variants(records)
     dims = (f"{', '.join(present) or 'no variant'}; replicas {_list({r.models for r in records})}; "
@@ -692,6 +693,7 @@ run (normally 1); 100% is linear. The dotted lines are linear scaling from N<sub
 Saturation: the smallest user count after which throughput never again rose by
 {fmt_pct(analysis.SATURATION_GAIN)} or more (on the curve above).</p>
 {capacity_section(records, latency_target_ms)}
+{capacity_search}
 {repeats_html(records)}
 <h2 id="runs">All runs</h2>
 <p class="small">Each run links to its Locust report (with the stack's telemetry added below Locust's own
@@ -726,7 +728,9 @@ def write_all(output_dir: Path, latency_target_ms: float | None = None) -> list[
     records = store.load_all(output_dir)
     target, source = latency_target(output_dir, latency_target_ms)
     written = []
-    for name, text in (("summary.csv", summary_csv(records)), ("index.html", index_html(records, target, source)),
+    search = capacity.section_html(output_dir) if (output_dir / "capacity.json").exists() else ""
+    page = index_html(records, target, source, capacity_search=search)
+    for name, text in (("summary.csv", summary_csv(records)), ("index.html", page),
                        ("points.csv", points_csv(records))):
         store.write_atomic(output_dir / name, text)
         written.append(output_dir / name)

@@ -236,4 +236,4 @@ def test_capacity_search_on_a_server_with_known_capacity(tmp_path):
     for probe in result["probes"]:  # every probe is a stored run
         assert (tmp_path / "reports" / f"{probe['run_id']}.json").is_file()
     assert "capacity target:" in proc.stdout
-    assert 'id="capacity-search"' in (tmp_path / "reports" / "capacity.html").read_text()
+    assert 'id="capacity-search"' in (tmp_path / "reports" / "index.html").read_text()
