@@ -67,6 +67,11 @@ class Config:
     locust_processes: int = 0
     # A run whose load generator used more than this share of its cores is client-bound, not capacity.
     client_cpu_limit_pct: float = 60.0
+    # GPU variant: GPUs reserved per replica (a number or "all") or explicit device ids (not both), and
+    # whether a machine without a usable GPU fails the grid instead of skipping the gpu variant.
+    gpu_count: int | str = 1
+    gpu_device_ids: tuple[str, ...] = ()
+    gpu_required: bool = False
     # Target mode: benchmark this URL (no compose stack, no replica axis); None: the compose grid.
     target_url: str | None = None
     # What each request carries: a folder of images, an image, JSON documents (.json, .jsonl); a path, or
@@ -200,6 +205,30 @@ def _percent(raw: dict, key: str) -> float:
     return value
 
 
+def _gpu_settings(raw: dict) -> dict:
+    out: dict = {}
+    if "gpu_count" in raw and "gpu_device_ids" in raw:
+        raise UserError("config: gpu_count and gpu_device_ids: give one of them (Compose takes a count or device "
+                        "ids, not both)")
+    if "gpu_count" in raw:
+        value = raw["gpu_count"]
+        if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise _bad("gpu_count", value, "all or a whole number of GPUs per replica above zero")
+        out["gpu_count"] = value
+    if "gpu_device_ids" in raw:
+        value = raw["gpu_device_ids"]
+        ids = [value] if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, (str, int)) and not isinstance(i, bool)
+                                                           for i in ids):
+            raise _bad("gpu_device_ids", value, "a list of GPU indexes or UUIDs, e.g. [0] or ['GPU-3b2f...']")
+        out["gpu_device_ids"] = tuple(str(i) for i in ids)
+    if "gpu_required" in raw:
+        if not isinstance(raw["gpu_required"], bool):
+            raise _bad("gpu_required", raw["gpu_required"], "true or false")
+        out["gpu_required"] = raw["gpu_required"]
+    return out
+
+
 def _host(raw: dict, key: str) -> str:
     value = _string(raw, key)
     parsed = urlparse(value)
@@ -231,7 +260,7 @@ _REQUIRED = ("num_models_list", "num_users_list", "spawn_rate_list", "run_time",
 _OPTIONAL = (
     "variants", "compose_files", "gpu_compose_files", "service", "project", "output_dir", "locustfile",
     "images_dir", "predict_path", "replica_health_path", "replica_port", "startup_timeout", "latency_target_ms",
-    "warmup", "repeats", "locust_processes", "client_cpu_limit_pct",
+    "warmup", "repeats", "locust_processes", "client_cpu_limit_pct", "gpu_count", "gpu_device_ids", "gpu_required",
 )
 # Existing endpoints, payloads, processes x threads, request-count stop, open loop, capacity search.
 _LOAD_KEYS = (
@@ -382,6 +411,7 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
         warmup_s=parse_duration(raw["warmup"], "warmup", allow_zero=True) if "warmup" in raw else 0,
         repeats=_positive_int(raw, "repeats") if "repeats" in raw else 1,
         client_cpu_limit_pct=_percent(raw, "client_cpu_limit_pct") if "client_cpu_limit_pct" in raw else 60.0,
+        **_gpu_settings(raw),
         target_url=target[2] if target is not None else None,
         source=source,
         **load_keys,

@@ -77,6 +77,10 @@ def test_durations(text, seconds):
     ({"locustfile": "missing.py"}, ["locustfile", "missing.py"]),
     ({"project": "Bad Name"}, ["project"]),
     ({"num_models_list": [True]}, ["num_models_list"]),
+    ({"gpu_count": 0}, ["gpu_count", "all or a whole number"]),
+    ({"gpu_count": 1, "gpu_device_ids": [0]}, ["gpu_count and gpu_device_ids", "not both"]),
+    ({"gpu_device_ids": []}, ["gpu_device_ids"]),
+    ({"gpu_required": "yes"}, ["gpu_required", "true or false"]),
 ])
 def test_bad_input_is_one_line_naming_the_key(base, changes, words):
     with pytest.raises(UserError) as err:
@@ -92,6 +96,12 @@ def test_gpu_files_are_added_for_the_gpu_variant_only(base):
     cfg = load(base, variants=["cpu", "gpu"])
     assert cfg.compose_files_for("cpu") == ((base / "docker-compose.yml").resolve(),)
     assert cfg.compose_files_for("gpu")[-1] == (base / "docker-compose.gpu.yml").resolve()
+
+
+def test_gpu_settings(base):
+    cfg = load(base, variants=["cpu", "gpu"], gpu_device_ids=[1, "GPU-abc"], gpu_required=True)
+    assert cfg.gpu_device_ids == ("1", "GPU-abc") and cfg.gpu_required is True
+    assert load(base).gpu_count == 1 and load(base, gpu_count="all").gpu_count == "all"
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
