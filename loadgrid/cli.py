@@ -202,10 +202,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     if not config.target_mode:
         stack.check_engine()
-    grid.preflight(config, plan)
+    skipped = grid.preflight(config, plan)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        outcome = grid.run_grid(config, plan, say=_say)
+        outcome = grid.run_grid(config, plan, say=_say, skip=skipped)
     finally:
         signal.signal(signal.SIGTERM, previous)
     session = grid.write_session(config, outcome)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import capacity, load, store, validity
+from . import capacity, gpu, load, store, validity
 from . import payload as payload_mod
 from . import plan as plan_mod
 from .config import TARGET_VARIANT, Config
@@ -118,26 +119,40 @@ def stack_env(config: Config, variant: str) -> dict[str, str]:
 
 
 def make_stack(config: Config, variant: str) -> ComposeStack:
-    return ComposeStack(f"{config.project}-{variant}", config.compose_files_for(variant), config.service,
-                        env=stack_env(config, variant))
+    files = config.compose_files_for(variant)
+    env = stack_env(config, variant)
+    if variant == "gpu":
+        if config.gpu_device_ids:
+            # Compose takes a count or device ids: ids replace the count of docker-compose.gpu.yml via an override.
+            override = config.output_dir / "gpu" / "compose.gpu-devices.yml"
+            override.parent.mkdir(parents=True, exist_ok=True)
+            store.write_atomic(override, gpu.compose_override(None, list(config.gpu_device_ids), config.service))
+            files = files + (override,)
+        else:
+            env.update(gpu.compose_env(config.gpu_count))
+    return ComposeStack(f"{config.project}-{variant}", files, config.service, env=env)
 
 
-def gpu_unavailable() -> str | None:
-    """Why Docker cannot give containers an NVIDIA GPU here, or None when it can."""
-    import subprocess
-
-    proc = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True,
-                          timeout=30)
-    runtimes = json.loads(proc.stdout or "{}") if proc.returncode == 0 else {}
-    if "nvidia" not in runtimes:
-        return "no NVIDIA container runtime registered with Docker (install the NVIDIA Container Toolkit)"
-    return None
+def replica_memory_cache(config: Config) -> Path:
+    """One GPU replica's memory, measured once per image, GPU model and settings, kept beside the results."""
+    return config.output_dir / "gpu" / "replica-memory.json"
 
 
-def preflight(config: Config, plan: Plan) -> None:
-    """Faults found before anything starts: invalid compose files, a taken gateway port; an unreachable target."""
+def gpu_preflight(config: Config, replicas: int, per_replica_mb: float | None = None,
+                  facts: tuple[dict, list] | None = None) -> gpu.GpuPreflight:
+    """Can `replicas` GPU replicas run here? Facts from the machine unless given (tests, re-checks)."""
+    runtimes, gpus = facts if facts is not None else gpu.probe(os.environ.get("LOADGRID_BASE_IMAGE"))
+    count = None if config.gpu_device_ids else config.gpu_count
+    return gpu.preflight(replicas, per_replica_mb, runtimes, gpus, list(config.gpu_device_ids) or None, count)
+
+
+def preflight(config: Config, plan: Plan) -> dict[str, str]:
+    """Faults found before anything starts: invalid compose files, a taken gateway port, an unreachable target,
+    no usable GPU. Returns the variants to skip, with why (a missing GPU fails instead with gpu_required)."""
     if config.target_mode:
-        return preflight_target(config)
+        preflight_target(config)
+        return {}
+    skip: dict[str, str] = {}
     for variant in plan.variants:
         stack = make_stack(config, variant)
         stack.validate()
@@ -145,6 +160,14 @@ def preflight(config: Config, plan: Plan) -> None:
         if port and not stack.container_ids() and _port_taken(int(port)):
             raise UserError(f"host: port {port} is already in use on this machine; stop what listens there "
                             f"or set host to another port (the gateway is published on host's port)", exit_code=1)
+        if variant == "gpu":
+            decision = gpu_preflight(config, max(g.models for g in plan.groups if g.variant == "gpu"))
+            if not decision.gpus or not decision.ok and decision.fits is None:
+                if config.gpu_required:
+                    raise UserError(f"gpu variant: {decision.reason} (gpu_required is set; remove gpu from "
+                                    f"variants to run the CPU variant alone)", exit_code=1)
+                skip[variant] = decision.reason
+    return skip
 
 
 def preflight_target(config: Config) -> None:
@@ -173,7 +196,9 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-def run_grid(config: Config, plan: Plan, say: Callable[[str], None] = print) -> GridOutcome:
+def run_grid(config: Config, plan: Plan, say: Callable[[str], None] = print,
+             skip: dict[str, str] | None = None) -> GridOutcome:
+    """Run every group of the plan; variants in `skip` (from `preflight`) are left out with one line each."""
     outcome = GridOutcome()
     started = time.monotonic()
     progress = Progress(plan)
@@ -183,9 +208,10 @@ def run_grid(config: Config, plan: Plan, say: Callable[[str], None] = print) -> 
             if variant == TARGET_VARIANT:
                 _run_target(config, groups, outcome, progress, say)
                 continue
-            if variant == "gpu" and (why := gpu_unavailable()):
+            if variant in (skip or {}):
+                why = skip[variant]
                 outcome.skipped_variants[variant] = why
-                say(f"gpu variant skipped: {why}")
+                say(f"{variant} variant skipped: {why}")
                 for spec in (r for g in groups for r in g.runs):
                     progress.end(spec)
                 continue
@@ -216,7 +242,13 @@ def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome
                 _finish(config, outcome, _failed_record(config, spec, stack, f"image build failed: {exc}"), say,
                         progress)
             return
+        fit_problems = _gpu_fit(config, stack, groups, say) if variant == "gpu" else {}
         for group in groups:
+            if group.models in fit_problems:
+                for spec in group.runs:
+                    _finish(config, outcome, _failed_record(config, spec, stack, fit_problems[group.models]), say,
+                            progress)
+                continue
             t0 = time.monotonic()
             try:
                 say(f"[{variant}] scaling {config.service} to {group.models}")
@@ -286,6 +318,28 @@ def _capacity_search(config: Config, group: StackGroup, stack: ComposeStack | No
     capacity.write(config.output_dir, result)
     say(capacity.summary_line(result))
     return result
+
+
+def _gpu_fit(config: Config, stack: ComposeStack, groups: list[StackGroup], say) -> dict[int, str]:
+    """Measure one GPU replica's memory once (or take it from the cache), then say which sizes will not fit."""
+    runtimes, gpus = gpu.probe(os.environ.get("LOADGRID_BASE_IMAGE"))
+    try:
+        image = stack.service_image_id()
+        memory = gpu.measure_replica_memory(
+            replica_memory_cache(config), image, lambda: gpu.query_gpus(os.environ.get("LOADGRID_BASE_IMAGE")),
+            lambda: stack.scale(1, config.startup_timeout_s), device_ids=list(config.gpu_device_ids) or None)
+    except (gpu.GpuQueryError, StackError) as exc:
+        say(f"[gpu] one replica's GPU memory could not be measured ({exc}); sizes are not checked for fit")
+        return {}
+    origin = "measured now" if memory.measured_now else f"measured before, kept in {replica_memory_cache(config)}"
+    say(f"[gpu] one replica takes {memory.mb:.0f} MiB of GPU memory ({origin})")
+    problems = {}
+    for group in groups:
+        decision = gpu_preflight(config, group.models, memory.mb, (runtimes, gpus))
+        if not decision.ok:
+            problems[group.models] = f"GPU pre-flight: {decision.reason}"
+            say(f"[gpu] {group.models} replicas skipped: {decision.reason}")
+    return problems
 
 
 def _stack_whole(record: RunRecord) -> bool:

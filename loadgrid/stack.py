@@ -125,6 +125,14 @@ class ComposeStack:
             self.gateway_service = None
         return services
 
+    def service_image_id(self) -> str:
+        """The image id the scaled service runs (after `build`): what a replica's measurements are keyed by."""
+        proc = _run(self.command("config", "--format", "json"), timeout=60, env=self.env)
+        image = json.loads(proc.stdout)["services"][self.service].get("image")
+        if not image:
+            raise StackError(f"service {self.service} names no image; cannot key its GPU memory")
+        return _run(["docker", "image", "inspect", "--format", "{{.Id}}", image], timeout=30).stdout.strip()
+
     def build(self, log_path: Path, timeout_s: float = 3600) -> None:
         _run(self.command("build"), timeout=timeout_s, env=self.env, log_path=log_path)
 

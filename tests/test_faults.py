@@ -116,3 +116,46 @@ def test_host_not_reachable_after_the_stack_is_up(tmp_path):
     assert f"host http://127.0.0.1:{port} not reachable" in record["error"]
     assert "not reachable" in proc.stdout
     assert project_resources("lgtest-unreachable-cpu") == ([], [])
+
+
+@pytest.mark.docker
+def test_gpu_variant_without_a_gpu_is_skipped_and_cpu_still_runs(tmp_path):
+    out = tmp_path / "out"
+    config = write_config(tmp_path / "config.yaml", out, free_port(), "lgtest-nogpu", num_models_list="[1]",
+                          num_users_list="[2]", spawn_rate_list="[2]", run_time="4s", variants="[cpu, gpu]",
+                          gpu_compose_files=f"[{ROOT / 'docker-compose.gpu.yml'}]")
+    proc = orchestrate(config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [line] = [line for line in proc.stdout.splitlines() if "variant skipped" in line]
+    assert line.startswith("gpu variant skipped: no NVIDIA runtime registered with Docker")
+    assert json.loads((out / "cpu" / "1_2_2.json").read_text())["status"] == "completed"
+    assert not list((out / "gpu").glob("*.json")) if (out / "gpu").exists() else True
+    assert json.loads((out / "session.json").read_text())["skipped_variants"]["gpu"].startswith("no NVIDIA runtime")
+    for project in ("lgtest-nogpu-cpu", "lgtest-nogpu-gpu"):
+        assert project_resources(project) == ([], [])
+
+
+@pytest.mark.docker
+def test_gpu_required_without_a_gpu_fails_before_anything_starts(tmp_path):
+    config = write_config(tmp_path / "config.yaml", tmp_path / "out", free_port(), "lgtest-needgpu",
+                          variants="[gpu]", gpu_required="true",
+                          gpu_compose_files=f"[{ROOT / 'docker-compose.gpu.yml'}]")
+    proc = orchestrate(config)
+    assert proc.returncode == 1
+    one_line_error(proc, "gpu variant: no NVIDIA runtime registered with Docker", "gpu_required")
+    assert project_resources("lgtest-needgpu-gpu") == ([], [])
+
+
+@pytest.mark.docker
+def test_gpu_device_ids_replace_the_count_in_the_merged_compose_config(tmp_path):
+    from loadgrid import config as config_mod
+    from loadgrid import grid
+
+    path = write_config(tmp_path / "config.yaml", tmp_path / "out", free_port(), "lgtest-gpuids",
+                        variants="[gpu]", gpu_device_ids="[1, 3]",
+                        gpu_compose_files=f"[{ROOT / 'docker-compose.gpu.yml'}]")
+    stack = grid.make_stack(config_mod.load(path), "gpu")
+    merged = subprocess.run(stack.command("config", "--format", "json"), capture_output=True, text=True,
+                            env=stack.env, check=True)
+    [device] = json.loads(merged.stdout)["services"]["model"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["device_ids"] == ["1", "3"] and "count" not in device and device["capabilities"] == ["gpu"]

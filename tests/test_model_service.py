@@ -174,13 +174,13 @@ def test_health_answers_while_an_inference_runs(classifier):
     class Blocking:
         provider, sha256, session = classifier.provider, classifier.sha256, classifier.session
 
-        def warm_up(self):
+        def warm_up(self, max_batch_size=1):
             pass
 
-        def classify(self, rgb):
+        def infer(self, batch):
             entered.set()
             release.wait(60)
-            return classifier.classify(rgb)
+            return classifier.infer(batch)
 
     app = create_app(Settings(), loader=lambda settings: Blocking())
     with started(app) as c, ThreadPoolExecutor(1) as pool:
@@ -321,6 +321,23 @@ def test_gpu_request_on_this_onnxruntime_fails_loudly():
     settings = Settings()
     with pytest.raises(model.DeviceUnavailable):
         model.load_classifier(settings.model_path, settings.labels_path, device="gpu")
+
+
+def test_gpu_request_without_a_visible_gpu_is_refused_before_onnxruntime_is_asked(monkeypatch):
+    """The GPU image (CUDA provider built in) on a host or container without /dev/nvidia*: one clear reason."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [model.CUDA, model.CPU])
+    monkeypatch.setattr(ort, "InferenceSession", lambda *a, **k: pytest.fail("must not try ORT without a GPU"))
+    monkeypatch.setattr(model.os.path, "exists", lambda path: False)
+    settings = Settings()
+    with pytest.raises(model.DeviceUnavailable, match=r"no NVIDIA GPU visible in this container \(/dev/nvidia\* "):
+        model.load_classifier(settings.model_path, settings.labels_path, device="gpu")
+
+
+def test_cuda_options_keep_replica_memory_predictable():
+    assert model.cuda_options() == {"device_id": 0, "arena_extend_strategy": "kSameAsRequested"}
+    assert model.cuda_options(2048)["gpu_mem_limit"] == 2048 * 2**20
 
 
 def test_settings_from_environment():
