@@ -250,7 +250,25 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
     result.generator = {"processes": options.processes,
                         **meter.summary(result.window.get("start_at"), cores=options.processes),
                         "locust_cpu_warning": "CPU usage above" in _read(files.locust_log)}
+    result.generator.update(self_delay(result.generator, result.requests, result.duration_s, spec.users))
     return result
+
+
+def self_delay(generator: dict, requests: int, window_s: float, users: int) -> dict:
+    """Locust's CPU per request, and how long a request can wait inside Locust behind the others.
+
+    Locust runs each process's users on one thread: when responses arrive together, the last one waits
+    for the CPU spent on every other user of that process. Measured against a fixed 50 ms target
+    (bench/accuracy.py), the median grew by about half this worst case, at CPU shares far below the
+    client-bound limit. Recorded as information beside the CPU share; not a validity rule (yet).
+    """
+    pct, cores = generator.get("cpu_pct_mean"), generator.get("cores") or 1
+    if pct is None or not requests or window_s <= 0:
+        return {}
+    cpu_ms_per_request = pct / 100 * cores * window_s * 1000 / requests
+    users_per_process = max(1, users // max(1, generator.get("processes") or 1))
+    return {"cpu_ms_per_request": round(cpu_ms_per_request, 3),
+            "self_delay_worst_ms": round(users_per_process * cpu_ms_per_request, 1)}
 
 
 def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,

@@ -70,3 +70,14 @@ def test_locust_exit_codes(tmp_path, code, broken):
     files.stats_json.write_text(json.dumps([entry({10: 5}, failures=1 if code else 0)]))
     files.locust_log.write_text("")
     assert (load.parse_result(code, files).error is not None) is broken
+
+
+def test_self_delay_estimate_from_cpu_share():
+    # 37% of one core over 20 s for 12,245 requests: 0.6 ms of Locust CPU each; 50 users on that process can
+    # queue about 30 ms behind each other (bench/accuracy.py measured the median 13 ms over the true 50 ms).
+    gen = {"processes": 1, "cores": 1, "cpu_pct_mean": 37.0}
+    delay = load.self_delay(gen, 12245, 20.0, 50)
+    assert delay == {"cpu_ms_per_request": 0.604, "self_delay_worst_ms": 30.2}
+    assert load.self_delay({"processes": 2, "cores": 2, "cpu_pct_mean": 35.0}, 1000, 10.0, 100)[
+        "self_delay_worst_ms"] == 350.0
+    assert load.self_delay({"cpu_pct_mean": None}, 10, 1.0, 1) == {}
