@@ -223,6 +223,10 @@ def _generator(record: RunRecord) -> str:
             f"as a share of those cores ({gen.get('samples', '?')} samples about once a second).")
     if gen.get("locust_cpu_warning"):
         text += " Locust itself warned that its CPU usage was above 90%."
+    if gen.get("cpu_ms_per_request") is not None:
+        text += (f" It spent {_num(gen['cpu_ms_per_request'])} ms of CPU per request, so a response arriving together"
+                 f" with all the others of its process could wait up to {_num(gen.get('self_delay_worst_ms'))} ms"
+                 " inside Locust (compare with the latencies above).")
     loop = getattr(record.load, "open_loop", None) or {}
     if loop:
         text += (f" Open loop ({esc(loop.get('arrival', '?'))}): intended {_num(loop.get('intended_rate'))} req/s, "
@@ -232,7 +236,7 @@ def _generator(record: RunRecord) -> str:
         text += (' <span class="badge">client-bound</span> The load generator, not the stack, was the bottleneck: '
                  "this run's numbers are invalid.")
     else:
-        text += " The generator was not the bottleneck."
+        text += " Its CPU stayed under the client-bound limit."
     return f"<p>{text}</p>"
 
 
