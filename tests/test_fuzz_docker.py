@@ -10,14 +10,11 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import os
 import random
-import socket
 import struct
 import subprocess
 import threading
 import time
-import uuid
 import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, project_resources
+from conftest import ROOT, one_replica_stack
 
 pytestmark = pytest.mark.docker
 
@@ -248,12 +245,6 @@ class Client:
 
 # --- the stack ---------------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def inspect(container: str) -> dict:
     out = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=True).stdout
     return json.loads(out)[0]
@@ -283,26 +274,13 @@ def memory_now(container_id: str) -> int:
     raise AssertionError(f"cannot read docker stats memory {out!r}")
 
 
+PREFIX = "lgtest-fuzz"
+
+
 @pytest.fixture(scope="module")
 def stack():
-    project = f"lgtest-fuzz-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {**os.environ, "LOADGRID_GATEWAY_PORT": str(port)}
-
-    def compose(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        command = ["docker", "compose", "-p", project, "-f", str(ROOT / "docker-compose.yml"), *args]
-        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-    try:
-        built = compose("build")
-        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-        up = compose("up", "-d", "--no-build", "--wait", "--wait-timeout", "120", "--scale", "model=1")
-        assert up.returncode == 0, up.stdout + up.stderr + compose("logs").stdout[-3000:]
-        (replica,) = compose("ps", "-q", "model").stdout.split()
+    with one_replica_stack(PREFIX) as (compose, port, replica):
         yield compose, port, replica
-    finally:
-        compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=120)
-        assert project_resources(project) == ([], []), "compose down left containers or networks behind"
 
 
 def test_a_thousand_bad_requests_leave_the_replica_healthy(stack):

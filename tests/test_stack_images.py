@@ -7,14 +7,11 @@ Traffic goes only to the gateway's port on 127.0.0.1. The base image comes from 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import urllib.request
-import uuid
 
 import pytest
-from conftest import ROOT, project_resources
+from conftest import ROOT, one_replica_stack
 
 pytestmark = pytest.mark.docker
 
@@ -22,31 +19,13 @@ CATS = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lyn
 SHA256 = (ROOT / "model_service" / "model" / "efficientnet_lite0.onnx.sha256").read_text().split()[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+PREFIX = "lgtest-images"
 
 
 @pytest.fixture(scope="module")
 def stack():
-    project = f"lgtest-images-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {**os.environ, "LOADGRID_GATEWAY_PORT": str(port)}
-
-    def compose(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        command = ["docker", "compose", "-p", project, "-f", str(ROOT / "docker-compose.yml"), *args]
-        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-    try:
-        built = compose("build")
-        assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-        up = compose("up", "-d", "--no-build", "--wait", "--wait-timeout", "120", "--scale", "model=1")
-        assert up.returncode == 0, up.stdout + up.stderr + compose("logs").stdout[-3000:]
+    with one_replica_stack(PREFIX) as (compose, port, replica):
         yield compose, f"http://127.0.0.1:{port}"
-    finally:
-        compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=120)
-        assert project_resources(project) == ([], []), "compose down left containers or networks behind"
 
 
 def replica_exec(compose, *command: str) -> str:
