@@ -566,4 +566,3 @@ def write_session(config: Config, outcome: GridOutcome) -> Path:
     return path
 
 
-__all__ = ["run_grid", "GridOutcome", "UserError", "write_session"]
