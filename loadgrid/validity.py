@@ -115,10 +115,6 @@ def describe_incident(incident: Incident) -> str:
     return f"replica {incident.name} {incident.action} during the run{suffix}"
 
 
-def crashed_replicas(before: list[Replica], after: list[Replica]) -> list[str]:
-    return [reason for _, reason in crashed_replicas_by_id(before, after)]
-
-
 def crashed_replicas_by_id(before: list[Replica], after: list[Replica]) -> list[tuple[str, str]]:
     """Replicas that died, restarted or were replaced between two snapshots of the service."""
     reasons = []
