@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("a", metavar="A", help="baseline: an output folder, or FOLDER:VARIANT such as reports:cpu")
     cmp.add_argument("b", metavar="B", help="candidate, in the same form as A")
     cmp.add_argument("--fail-if-slower", type=_percent, metavar="PCT",
-                     help="exit 1 when B's throughput is lower, or its p95 higher, than A's by more than PCT "
-                          "percent on any common point (or B's run is invalid where A's was valid)")
+                     help="exit 1 when B's mean throughput is lower, or its mean p95 higher, than A's by more "
+                          "than PCT percent and beyond the noise (Welch's t-test at 95%% where both sides have 2 or "
+                          "more valid repeats) on any common point, or B has no valid run where A has one")
     cmp.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
     return parser
 
