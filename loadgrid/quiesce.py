@@ -114,9 +114,11 @@ def reason(quiesce: dict) -> str | None:
 
 
 def http_sender(url: str, body: bytes, content_type: str, timeout_s: float = 10) -> Callable[[], float | None]:
-    """One unloaded POST of the configured payload to `url`; its latency in ms, None when it failed."""
+    """One unloaded POST of the configured payload to `url`; its latency in ms, None when it failed. It carries
+    `X-Loadgrid-Quiesce: 1`, so a server (or a test's sink) can tell these checks from the measured load."""
     def send() -> float | None:
-        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type})
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type,
+                                                                             "X-Loadgrid-Quiesce": "1"})
         t0 = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as resp:
