@@ -5,7 +5,9 @@ The search is pure (`search` calls back for each probe), so it is tested without
   down:   when `start` already fails, divide by `factor` until a probe passes;
   bisect: between the highest passing and the lowest failing rate, until they are within 5% (or 1 req/s);
 never more than `steps` probes. A probe passes when its run is valid (no failed or dropped requests, the
-generator kept its schedule, the stack stayed whole) and its p95 is under the target.
+generator kept its schedule, the stack stayed whole), its p95 is under the target (from the intended send
+time when recorded), and it is stable (see judge_probe). Rates are rounded once (`_round_rate`, max too)
+and never probed twice, so every probe has its own run name and record.
 
 Every probe is an ordinary run with its own record (`<models>_cap_r<rate>`). The results go to
 `<output>/capacity.json`, one entry per (variant, replicas), shaped as `Result.to_dict()`:
@@ -17,9 +19,10 @@ Every probe is an ordinary run with its own record (`<models>_cap_r<rate>`). The
                   "achieved_rps": 10.0, "throughput_rps": 10.0, "why": ""}, ...]}]}
 
 `limited_by` says why the search stopped where it did: "latency" (the next rate's p95 was over the target),
-"errors" (it failed or dropped requests, or was invalid), "generator" (Locust could not keep the schedule,
-so the capacity is at least the figure), "max" (every rate up to max passed), "steps" (probes ran out),
-"start" (even the lowest rate tried failed).
+"errors" (it failed or dropped requests, or was invalid), "unstable" (it answered less than 98% of the offered
+rate, or its last third's p95 grew past 1.5x the first third's + 20 ms: a queue still growing),
+"generator" (Locust could not keep the schedule, so the capacity is at least the figure), "max" (every
+rate up to max passed), "steps" (probes ran out), "start" (even the lowest rate tried failed).
 """
 
 from __future__ import annotations
@@ -70,27 +73,83 @@ class Result:
         return asdict(self)
 
 
-def judge_probe(record: RunRecord, target_ms: float) -> Probe:
-    """Did this probe run keep p95 under the target with a valid run?"""
-    load = record.load
-    open_loop = load.open_loop if load else {}
+# A probe is stable when the stack served what was offered and its latency did not grow across the window.
+THROUGHPUT_SHARE = 0.98  # throughput (req/s answered in the window) must reach 98% of the offered rate
+# Latency trend: the last third of the window's p95 against the first third's. A queue that grows makes the
+# last third slower; noise alone rarely makes it 1.5 times slower *and* 20 ms slower (the 20 ms keeps fast
+# services, whose p95 of a few ms doubles on scheduling jitter, from failing on noise).
+TREND_RATIO = 1.5
+TREND_MARGIN_MS = 20.0
+
+
+def _probe_p95(load) -> tuple[float | None, str]:
+    """p95 from the intended send time (coordinated omission counted) when recorded, else from the send."""
+    intended = (load.open_loop or {}).get("latency_intended_ms") if load else None
+    if isinstance(intended, dict) and isinstance(intended.get("p95"), (int, float)):
+        return float(intended["p95"]), "p95 from the intended send time"
     p95 = load.latency_ms.get("p95") if load else None
-    probe = Probe(rate=record.arrival_rate or 0.0, run_id=record.id, passed=False, p95_ms=p95,
+    return p95, "p95"
+
+
+def latency_trend(load) -> tuple[bool | None, str]:
+    """(growing, words): is the last third's p95 over the first third's x TREND_RATIO + TREND_MARGIN_MS?
+    None when the record has no usable window thirds (older records): the trend is not judged."""
+    thirds = getattr(load, "window_thirds", None) if load else None
+    try:
+        first, last = float(thirds[0]["p95"]), float(thirds[-1]["p95"])
+        if len(thirds) != 3:
+            raise ValueError
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None, "latency trend: not judged (the record has no window thirds)"
+    limit = first * TREND_RATIO + TREND_MARGIN_MS
+    words = (f"latency growing across the window: last third's p95 {format_number(round(last, 1))} ms is over the "
+             f"first third's {format_number(round(first, 1))} ms x {format_number(TREND_RATIO)} + "
+             f"{format_number(TREND_MARGIN_MS)} ms = {format_number(round(limit, 1))} ms (a queue still growing)")
+    return (True, words) if last > limit else (False, "")
+
+
+def judge_probe(record: RunRecord, target_ms: float) -> Probe:
+    """Did this probe keep p95 under the target, stably, in a valid run? Checked in this order:
+    no measurement; failed or dropped requests ("errors", before anything else: a run that lost requests is
+    judged on that even when the generator was also behind); any other invalidity ("generator" when
+    client-bound, else "errors"); p95 (intended-time when recorded) not under the target ("latency");
+    throughput under THROUGHPUT_SHARE of the offered rate, or latency trending up ("unstable")."""
+    load = record.load
+    open_loop = (load.open_loop or {}) if load else {}
+    p95, p95_words = _probe_p95(load)
+    rate = record.arrival_rate or 0.0
+    probe = Probe(rate=rate, run_id=record.id, passed=False, p95_ms=p95,
                   achieved_rps=open_loop.get("achieved_rate"), throughput_rps=load.rps if load else None)
     if record.status != "completed" or load is None or not load.requests:
         probe.why, probe.kind = record.error or "no request completed", "errors"
+        return probe
+    lost = [f"{load.failures} failed requests"] if load.failures else []
+    if open_loop.get("dropped"):
+        lost.append(f"{open_loop['dropped']} dropped sends")
+    if lost:
+        reasons = "; ".join(record.validity.reasons)
+        probe.why, probe.kind = " and ".join(lost) + (f" ({reasons})" if reasons else ""), "errors"
     elif not record.validity.valid:
         probe.why = "; ".join(record.validity.reasons)
         probe.kind = "generator" if record.validity.client_bound else "errors"
     elif p95 is None or p95 >= target_ms:
-        probe.why, probe.kind = f"p95 {format_number(p95 or 0)} ms is not under {format_number(target_ms)} ms", \
-            "latency"
+        probe.kind = "latency"
+        probe.why = f"{p95_words} {format_number(p95 or 0)} ms is not under {format_number(target_ms)} ms"
+    elif rate and load.rps < THROUGHPUT_SHARE * rate:
+        probe.why = (f"throughput {format_number(round(load.rps, 2))} req/s is under {THROUGHPUT_SHARE:.0%} of the "
+                     f"offered {format_number(rate)} req/s (the stack did not keep up)")
+        probe.kind = "unstable"
     else:
-        probe.passed = True
+        growing, words = latency_trend(load)
+        if growing:
+            probe.why, probe.kind = words, "unstable"
+        else:
+            probe.passed, probe.why = True, words  # "" or "latency trend: not judged (...)"
     return probe
 
 
 def _round_rate(rate: float) -> float:
+    """Rates as probed and named: whole req/s from 100 up, one decimal below; run names come from this value."""
     return float(round(rate)) if rate >= 100 else round(rate, 1)
 
 
@@ -101,8 +160,12 @@ def search(settings: CapacitySearch, run_probe: Callable[[float], Probe], varian
     best: Probe | None = None  # highest passing
     worst: Probe | None = None  # lowest failing
 
+    top = _round_rate(settings.max)  # max as a probed rate: 150.4 -> 150, so "below max" cannot loop on 150
+    tried: set[float] = set()
+
     def probe(rate: float) -> Probe:
         nonlocal best, worst
+        tried.add(rate)
         p = run_probe(rate)
         result.probes.append(p)
         if p.passed and (best is None or p.rate > best.rate):
@@ -111,24 +174,24 @@ def search(settings: CapacitySearch, run_probe: Callable[[float], Probe], varian
             worst = p
         return p
 
-    rate = _round_rate(min(settings.start, settings.max))
+    rate = min(_round_rate(settings.start), top)
     first = probe(rate)
     if first.passed:  # up
-        while len(result.probes) < settings.steps and rate < settings.max:
-            rate = _round_rate(min(rate * settings.factor, settings.max))
-            if not probe(rate).passed:
+        while len(result.probes) < settings.steps and rate < top:
+            rate = min(_round_rate(rate * settings.factor), top)
+            if rate in tried or not probe(rate).passed:
                 break
     else:  # down
         while len(result.probes) < settings.steps and rate > 0.1:
             rate = _round_rate(rate / settings.factor)
-            if rate <= 0 or probe(rate).passed:
+            if rate <= 0 or rate in tried or probe(rate).passed:
                 break
     while best is not None and worst is not None and len(result.probes) < settings.steps:  # bisect
         lo, hi = best.rate, worst.rate
         if hi - lo <= max(1.0, RESOLUTION * lo):
             break
         mid = _round_rate((lo + hi) / 2)
-        if not lo < mid < hi:
+        if not lo < mid < hi or mid in tried:
             break
         probe(mid)
 
@@ -140,7 +203,7 @@ def search(settings: CapacitySearch, run_probe: Callable[[float], Probe], varian
     if best is None:
         result.limited_by = "start"
     elif worst is None:
-        result.limited_by = "max" if best.rate >= settings.max else "steps"
+        result.limited_by = "max" if best.rate >= top else "steps"
     elif worst.rate - best.rate > max(1.0, RESOLUTION * best.rate) and len(result.probes) >= settings.steps:
         result.limited_by = "steps"
     else:
@@ -188,6 +251,7 @@ def summary_line(result: Result) -> str:
 
 
 LIMITS = {"latency": "p95 over the target above it", "errors": "failed or dropped requests above it",
+          "unstable": "throughput under the offered rate or latency growing across the window above it",
           "generator": "the load generator could not go faster (capacity is at least this)",
           "max": "every rate up to max passed (capacity is at least this)",
           "steps": "probes ran out before the bounds met", "start": "even the lowest rate tried failed"}

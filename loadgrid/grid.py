@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import capacity, gpu, load, store, validity
+from . import capacity, gpu, load, quiesce, store, validity
 from . import payload as payload_mod
 from . import plan as plan_mod
 from .config import TARGET_VARIANT, Config
@@ -254,6 +254,7 @@ def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome
                 say(f"[{variant}] scaling {config.service} to {group.models}")
                 stack.scale(group.models, config.startup_timeout_s)
                 wait_reachable(config.host, timeout_s=min(30, config.startup_timeout_s))
+                _measure_baseline(config, stack.project, group.models)
                 scale_error = None
             except StackError as exc:
                 scale_error = str(exc)
@@ -285,6 +286,8 @@ def _run_target(config: Config, groups: list[StackGroup], outcome: GridOutcome, 
     """Target mode: every point against the endpoint as it is; no stack to build, scale or tear down."""
     (config.output_dir / TARGET_VARIANT).mkdir(parents=True, exist_ok=True)
     say(f"[target] {config.target_url}: {sum(len(g.runs) for g in groups)} runs, no compose stack")
+    for group in groups:
+        _measure_baseline(config, TARGET_VARIANT, group.models)
     for group in groups:
         for spec in group.runs:
             _finish(config, outcome, _run_point(config, spec, None, outcome.timings, say, progress), say, progress)
@@ -428,6 +431,36 @@ def _probe_all(config: Config, stack: ComposeStack, replicas: list[Replica]) -> 
             for r in replicas if r.status == "running"}
 
 
+_baselines: dict[tuple[str, int], float | None] = {}  # (project, replicas) -> unloaded median latency, ms
+
+
+def _sender(config: Config):
+    """One unloaded request with the configured payload through the host (None when the payload cannot load)."""
+    try:
+        body = payload_mod.load(config.payload_source, config.send_as).bodies[0]
+    except (payload_mod.PayloadError, OSError, IndexError):
+        return None
+    url = config.target_url or config.host.rstrip("/") + config.predict_path
+    return quiesce.http_sender(url, body.data, body.content_type)
+
+
+def _measure_baseline(config: Config, project: str, models: int) -> None:
+    """The unloaded latency of this stack size, right after it became ready: what `quiesce` compares with."""
+    send = _sender(config)
+    _baselines[(project, models)] = quiesce.baseline_ms(send) if send else None
+
+
+def _quiesce(config: Config, spec: RunSpec, stack: ComposeStack | None) -> dict:
+    """Wait (bounded) for an idle stack: replica gauges where exposed (stack runs), unloaded requests always."""
+    gauges = None
+    if stack is not None:
+        def gauges():
+            return {r.name: quiesce.parse_gauges(stack.get_text(r, config.replica_port, "/metrics"))
+                    for r in stack.replicas() if r.status == "running"}
+    key = (stack.project if stack else TARGET_VARIANT, spec.models)
+    return quiesce.wait_idle(gauges, _sender(config), _baselines.get(key))
+
+
 def _run_point(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timings, say,
                progress: Progress) -> RunRecord:
     """Measure one point; on Ctrl-C or SIGTERM, record it as interrupted (whatever the phase) and re-raise."""
@@ -446,6 +479,7 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timin
     """One point; `stack` is None in target mode (no replicas to probe, no containers to watch)."""
     files = load.RunFiles.for_run(spec, config.output_dir)
     t0 = time.monotonic()
+    quiet = _quiesce(config, spec, stack)
     before = stack.replicas() if stack else []
     probes_before = _probe_all(config, stack, before) if stack else {}
     t.probe_s += time.monotonic() - t0
@@ -491,12 +525,16 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timin
                                  open_loop=result.open_loop, stop=result.stop)
     verdict = validity.judge(spec.variant, spec.models if stack else 0, load_report, error, before, after, reports,
                              incidents, config.client_cpu_limit_pct)
+    busy = quiesce.reason(quiet)
+    if busy:
+        verdict.valid = False
+        verdict.reasons.append(busy)
     return RunRecord(
         id=spec.id, variant=spec.variant, models=spec.models, users=spec.users, spawn_rate=spec.spawn_rate,
         run_time_s=spec.run_time_s, host=config.host, status=status, started_at=started_at, ended_at=ended_at,
         stack=_stack_report(config, spec, stack, after, reports) if stack else _no_stack(spec), load=load_report,
         validity=verdict, error=error, files=names, repeat=spec.repeat, incidents=incidents,
-        telemetry=monitor.telemetry.summary() if monitor else {}, **run_fields(config, spec),
+        telemetry=monitor.telemetry.summary() if monitor else {}, quiesce=quiet, **run_fields(config, spec),
     )
 
 

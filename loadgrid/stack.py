@@ -199,6 +199,18 @@ class ComposeStack:
                 return answer if isinstance(answer, dict) else None
         return None
 
+    def get_text(self, replica: Replica, port: int, path: str) -> str | None:
+        """GET a replica's own endpoint from inside its container, as text (e.g. /metrics); None when none answers
+        with 200 (python3, then curl, then wget, like `probe`)."""
+        url = f"http://127.0.0.1:{port}{path}"
+        code = ("import sys,urllib.request as u\n"
+                "sys.stdout.write(u.urlopen(sys.argv[1],timeout=5).read().decode())")
+        for attempt in (["python3", "-c", code, url], ["curl", "-sSf", url], ["wget", "-qO-", url]):
+            proc = _run(["docker", "exec", replica.container_id, *attempt], timeout=20, check=False)
+            if proc.returncode == 0 and proc.stdout.strip():
+                return proc.stdout
+        return None
+
     def last_logs(self, container_id: str, lines: int = 20) -> list[str]:
         proc = _run(["docker", "logs", "--tail", str(lines), container_id], timeout=30, check=False)
         return [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()][-lines:]

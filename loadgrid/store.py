@@ -110,6 +110,8 @@ class RunRecord:
     requests_per_user: int | None = None  # each user stopped after this many requests (run_time was a cap)
     target: str | None = None  # target mode: the endpoint's URL (variant "target", models 0, no stack)
     payload: dict = field(default_factory=dict)  # kind, source (and url), send_as, items, content_type, expect
+    # Before the run: how loadgrid waited for an idle stack (see quiesce.py): method, waited_s, idle, detail.
+    quiesce: dict = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

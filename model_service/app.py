@@ -13,6 +13,8 @@ Run from the folder above this one: python -m model_service.app
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -45,7 +47,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from model_service import model
-from model_service.batching import Batcher
+from model_service.batching import Batcher, QueueFull
 
 log = logging.getLogger("model_service")
 HERE = Path(__file__).resolve().parent
@@ -64,6 +66,7 @@ class Settings:
     max_batch_size: int = 8  # 1 = batching off
     max_batch_wait_ms: float = 2.0  # how long an idle replica may hold a batch for requests still arriving
     gpu_mem_limit_mb: int = 0  # cap on ONNX Runtime's CUDA arena; 0 = none
+    max_queue: int = 64  # requests waiting for the worker; beyond it 503 with Retry-After (0 = unbounded)
 
     @classmethod
     def from_env(cls, env=os.environ) -> Settings:
@@ -79,6 +82,7 @@ class Settings:
             max_batch_size=int(env.get("MAX_BATCH_SIZE", d.max_batch_size)),
             max_batch_wait_ms=float(env.get("MAX_BATCH_WAIT_MS", d.max_batch_wait_ms)),
             gpu_mem_limit_mb=int(env.get("GPU_MEM_LIMIT_MB", d.gpu_mem_limit_mb)),
+            max_queue=int(env.get("MAX_QUEUE", d.max_queue)),
         )
 
 
@@ -117,6 +121,13 @@ class Metrics:
         self.inference = Histogram("model_inference_seconds", "One batch through the model, postprocess included",
                                    buckets=self.LATENCY_BUCKETS, registry=r)
         self.queue_depth = Gauge("model_queue_depth", "Requests waiting for the worker", registry=r)
+        # What loadgrid polls before a run (the stack is idle when both are 0 on every replica):
+        self.lg_queue_depth = Gauge("loadgrid_queue_depth", "Requests queued and not yet handed to the worker",
+                                    registry=r)
+        self.lg_in_flight = Gauge("loadgrid_in_flight_requests", "POST /predict received and not yet answered",
+                                  registry=r)
+        self.dropped = Counter("model_dropped", "Queued requests dropped before inference: their client went away",
+                               registry=r)
         self.info = Gauge("model_info", "1 once the model is loaded, labelled with what it runs on",
                           ["provider", "device", "device_name"], registry=r)
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
@@ -193,8 +204,12 @@ def create_app(
                 outcomes[i].predictions, outcomes[i].infer_s = predictions, infer_s
         return outcomes
 
-    batcher = Batcher(run_batch, worker, settings.max_batch_size, settings.max_batch_wait_ms / 1000)
+    batcher = Batcher(run_batch, worker, settings.max_batch_size, settings.max_batch_wait_ms / 1000,
+                      settings.max_queue)
     metrics.queue_depth.set_function(lambda: batcher.depth)
+    metrics.lg_queue_depth.set_function(lambda: batcher.depth)
+    in_flight = [0]  # POST /predict inside the app (event loop thread only)
+    metrics.lg_in_flight.set_function(lambda: in_flight[0])
 
     def load() -> None:
         try:
@@ -246,7 +261,11 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def predict(request: Request) -> JSONResponse:
-        response = await answer(request)
+        in_flight[0] += 1
+        try:
+            response = await answer(request)
+        finally:
+            in_flight[0] -= 1
         metrics.answered(response.status_code)
         if response.status_code == 200:
             state.requests += 1
@@ -264,7 +283,13 @@ def create_app(
             return error_response(state, exc.status_code, exc.detail)
         except ClientDisconnect:  # the client went away mid-upload (e.g. a load test stopping)
             return error_response(state, 400, "client disconnected")
-        done = await batcher.submit(data)
+        try:
+            done = await submit_unless_gone(request, data)
+        except QueueFull as exc:
+            return error_response(state, 503, f"replica overloaded: {exc}", {"Retry-After": "1"})
+        except ClientGone:
+            metrics.dropped.inc()
+            return error_response(state, 499, "client disconnected before inference")
         outcome: Outcome = done.outcome
         metrics.queue.observe(done.queue_s)
         timing = {"Server-Timing": server_timing(done.queue_s, outcome, done.batch_size)}
@@ -275,6 +300,28 @@ def create_app(
             return error_response(state, 500, "internal error", timing)
         return JSONResponse({"predictions": outcome.predictions, "replica": state.replica},
                             headers={"X-Replica": state.replica, **timing})
+
+    async def submit_unless_gone(request: Request, data: bytes):
+        """Queue `data`; if the client disconnects first, cancel it (the collector then drops it unrun).
+        Whether or not the server cancels a handler on disconnect, the watcher sees http.disconnect."""
+        if await request.is_disconnected():
+            raise ClientGone
+        job = asyncio.ensure_future(batcher.submit(data))
+        gone = asyncio.ensure_future(disconnected(request))
+        try:
+            await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this handler was cancelled (some servers do that on disconnect)
+            job.cancel()
+            raise
+        finally:
+            gone.cancel()
+        if not job.done():
+            job.cancel()  # cancels its queued future: the collector drops it unrun
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+        if job.cancelled():
+            raise ClientGone
+        return job.result()
 
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         # 404/405 from routing, as JSON like every other error (405 keeps its Allow header).
@@ -289,6 +336,16 @@ def create_app(
     app.state.service = state
     app.state.batcher = batcher
     return app
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request reached the model."""
+
+
+async def disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body was read already, so only http.disconnect is left)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def read_image(request: Request, limit: int) -> bytes:

@@ -11,6 +11,10 @@ so batching costs an unloaded replica no latency. There is no polling and no sle
 collector wakes on a queue put or on the wait's deadline.
 
 `max_size=1` switches batching off: every request is its own batch, dispatched as soon as it is queued.
+
+The queue is bounded (`max_queue`): `submit` raises QueueFull beyond it, so an overloaded replica refuses
+at once instead of keeping a backlog whose clients have long given up. A submit whose caller is cancelled
+(its client went away) cancels its future, and the collector drops it before inference.
 """
 
 from __future__ import annotations
@@ -40,18 +44,26 @@ class _Pending:
     enqueued: float
 
 
+class QueueFull(Exception):
+    """The replica already holds `max_queue` requests waiting for the worker."""
+
+
 class Batcher:
     def __init__(self, process: Callable[[list], Sequence], executor: Executor, max_size: int = 8,
-                 max_wait_s: float = 0.002):
+                 max_wait_s: float = 0.002, max_queue: int = 0):
         """`process(items) -> outcomes` runs on `executor`, one outcome per item, in order."""
         if max_size < 1:
             raise ValueError("max batch size must be at least 1")
         if max_wait_s < 0:
             raise ValueError("max batch wait must not be negative")
+        if max_queue < 0:
+            raise ValueError("max queue must not be negative (0 = unbounded)")
         self.process = process
         self.executor = executor
         self.max_size = max_size
         self.max_wait_s = max_wait_s
+        self.max_queue = max_queue  # 0 = unbounded
+        self.dropped = 0  # queued requests whose caller gave up before their batch started
         self.incoming = 0  # requests being received that will be submitted soon (event loop thread only)
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
@@ -86,6 +98,8 @@ class Batcher:
     async def submit(self, item: Any) -> Done:
         if self._queue is None:
             raise RuntimeError("Batcher.start() was not called")
+        if self.max_queue and self.depth >= self.max_queue:
+            raise QueueFull(f"{self.depth} requests already queued (max queue {self.max_queue})")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(item, future, time.perf_counter()))
         return await future
@@ -107,7 +121,9 @@ class Batcher:
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except asyncio.TimeoutError:
                     break
-            batch = [p for p in batch if not p.future.done()]  # clients that gave up cost no inference
+            live = [p for p in batch if not p.future.done()]  # clients that gave up cost no inference
+            self.dropped += len(batch) - len(live)
+            batch = live
             if not batch:
                 continue
             try:

@@ -35,6 +35,7 @@ class SinkServer:
     files: dict[str, bytes] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     fetches: dict[str, int] = field(default_factory=dict)
+    quiesce_checks: int = 0  # loadgrid's unloaded idle checks (header X-Loadgrid-Quiesce), kept out of `seen`
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -67,6 +68,9 @@ class SinkServer:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with sink._lock:
+                    if self.headers.get("X-Loadgrid-Quiesce"):
+                        sink.quiesce_checks += 1
+                        return self._answer(sink.status, sink.answer)
                     sink.seen.append(Seen(self.path, self.headers.get("Content-Type", ""), body, time.time()))
                 if sink.delay_s:
                     with sink._busy if sink.serial else contextlib.nullcontext():

@@ -328,3 +328,140 @@ def test_health_reports_the_batching_settings(client):
     h = client.get("/health").json()
     assert h["batching"] == {"max_batch_size": 8, "max_batch_wait_ms": 2.0}
     assert {"provider", "device", "device_name", "requests", "errors", "replica"} <= set(h)
+
+
+# --- bounded queue and clients that went away ------------------------------------------------------------
+
+def test_the_queue_is_bounded():
+    from model_service.batching import QueueFull
+
+    rec = Recorder(hold=True)
+
+    async def scenario(b):
+        first = asyncio.ensure_future(b.submit(1))
+        await asyncio.get_running_loop().run_in_executor(None, rec.entered.wait, 10)
+        queued = [asyncio.ensure_future(b.submit(i)) for i in (2, 3)]
+        await asyncio.sleep(0)  # let both reach the queue (one loop turn, not a wait for time)
+        with pytest.raises(QueueFull, match="max queue 2"):
+            await b.submit(4)
+        rec.release.set()
+        return [d.outcome for d in await asyncio.gather(first, *queued)]
+
+    assert asyncio.run(_bounded(rec, 2)(scenario)) == [10, 20, 30]
+    with pytest.raises(ValueError):
+        Batcher(lambda items: items, None, max_queue=-1)
+
+
+def _bounded(process, max_queue):
+    async def main(scenario):
+        with ThreadPoolExecutor(1) as worker:
+            batcher = Batcher(process, worker, 8, 0, max_queue)
+            batcher.start()
+            try:
+                return await scenario(batcher)
+            finally:
+                process.release.set()
+                await batcher.stop()
+    return main
+
+
+def test_a_request_whose_caller_gave_up_is_dropped_before_inference():
+    rec = Recorder(hold=True)
+
+    async def scenario(b):
+        first = asyncio.ensure_future(b.submit(1))
+        await asyncio.get_running_loop().run_in_executor(None, rec.entered.wait, 10)
+        gone = asyncio.ensure_future(b.submit(2))
+        kept = asyncio.ensure_future(b.submit(3))
+        await asyncio.sleep(0)
+        gone.cancel()  # what a cancelled handler (client disconnected) does to its submit
+        rec.release.set()
+        await asyncio.gather(first, kept)
+        return b.dropped
+
+    assert asyncio.run(_bounded(rec, 0)(scenario)) == 1
+    assert rec.batches == [[1], [3]]  # 2 never reached the model
+
+
+def gauge(client, name):
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def test_over_the_queue_bound_answers_503_with_retry_after_and_gauges_show_the_backlog(classifier):
+    held = Held(classifier)
+    app = create_app(Settings(max_batch_size=8, max_queue=2), loader=lambda s: held)
+    client = started_client(app)
+    try:
+        assert gauge(client, "loadgrid_queue_depth") == 0 and gauge(client, "loadgrid_in_flight_requests") == 0
+        with ThreadPoolExecutor(4) as pool:
+            first = pool.submit(post, client, PHOTO)
+            assert held.entered.wait(30)
+            queued = [pool.submit(post, client, PHOTO) for _ in range(2)]
+            deadline = time.monotonic() + 30
+            while app.state.batcher.depth < 2:  # bounded wait until both are queued
+                assert time.monotonic() < deadline, "requests did not queue"
+                time.sleep(0.01)
+            refused = post(client, PHOTO)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+            assert "max queue 2" in refused.json()["error"]
+            assert gauge(client, "loadgrid_queue_depth") == 2 and gauge(client, "loadgrid_in_flight_requests") == 3
+            held.release.set()
+            assert [f.result().status_code for f in [first, *queued]] == [200, 200, 200]
+        assert gauge(client, "loadgrid_queue_depth") == 0 and gauge(client, "loadgrid_in_flight_requests") == 0
+    finally:
+        held.release.set()
+        client.__exit__(None, None, None)
+
+
+def test_a_client_that_disconnects_while_queued_costs_no_inference(classifier):
+    held = Held(classifier)
+    app = create_app(Settings(max_batch_size=8), loader=lambda s: held)
+    client = started_client(app)
+
+    async def disconnecting_request():
+        """A raw ASGI request: its body, then http.disconnect once it is queued (the client gave up)."""
+        sent = []
+        gone = asyncio.Event()
+        messages = [{"type": "http.request", "body": PHOTO, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+                 "root_path": "", "headers": [(b"content-type", b"image/jpeg"),
+                                              (b"content-length", str(len(PHOTO)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}
+        call = asyncio.ensure_future(app(scope, receive, send))
+        for _ in range(1000):  # bounded: until it is queued behind the held batch
+            if app.state.batcher.depth == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert app.state.batcher.depth == 1
+        gone.set()
+        await asyncio.wait_for(call, 10)
+        return sent
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(post, client, PHOTO)
+            assert held.entered.wait(30)
+            sent = client.portal.call(disconnecting_request)
+            assert sent[0]["status"] == 499
+            held.release.set()
+            assert first.result().status_code == 200
+        assert held.batch_sizes == [1]  # the disconnected request never reached the model
+        assert gauge(client, "model_dropped_total") == 1 and gauge(client, "loadgrid_in_flight_requests") == 0
+    finally:
+        held.release.set()
+        client.__exit__(None, None, None)

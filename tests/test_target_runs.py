@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT
 from sink_server import SinkServer
 
-from loadgrid import load
+from loadgrid import load, quiesce
 from loadgrid.plan import RunSpec
 
 JPEG = ROOT / "images" / "chelsea.jpg"
@@ -210,7 +210,10 @@ def test_endpoint_and_payload_variables_with_no_config_and_url_payload_fetched_o
         record = json.loads((tmp_path / "out" / "target" / f"{name}.json").read_text())
         assert record["status"] == "completed" and record["load"]["requests"] == users * 3
         assert record["payload"]["url"] == f"{sink.url}/files/cat.png"
+        assert record["quiesce"]["method"] == "requests" and record["quiesce"]["idle"] is True
     assert sink.count == 9 and all(s.content_type.startswith("multipart/form-data") for s in sink.seen)
+    # the idle checks: a baseline of 3 unloaded requests, then 3 before each of the 2 runs (not in `seen`)
+    assert sink.quiesce_checks == 3 * quiesce.REQUESTS
     assert not (tmp_path / "docker-called").exists()
 
 

@@ -1,0 +1,130 @@
+"""Quiesce: before every run, wait (bounded, recorded) until the stack is idle, so one run's backlog is not
+measured by the next.
+
+Two checks, both polled against one deadline (QUIESCE_TIMEOUT_S), never a plain sleep as synchronisation:
+  metrics:  where replicas expose `loadgrid_queue_depth` / `loadgrid_in_flight_requests` on /metrics (the
+            bundled service does), every replica must read 0 on both;
+  requests: for any stack, REQUESTS unloaded requests with the configured payload through the host must each
+            answer within BASELINE_RATIO x the unloaded baseline + BASELINE_MARGIN_MS. The baseline is the
+            median of REQUESTS such requests measured once per stack size, right after it became ready.
+The outcome goes into the record as `quiesce`: {"method", "waited_s", "idle", "detail"}; a run that started
+on a stack still busy is invalid (see `reason`).
+
+The logic (`wait_idle`) takes its probes as callables, so it is tested with fakes.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+QUIESCE_TIMEOUT_S = 30.0  # the most a run waits for the stack to become idle
+POLL_S = 0.25  # pause between polls of the bounded loop
+REQUESTS = 3  # unloaded requests per check (and for the baseline)
+BASELINE_RATIO = 1.5  # "near the baseline": within 1.5x the baseline ...
+BASELINE_MARGIN_MS = 20.0  # ... + 20 ms (so a 5 ms service is not failed on jitter)
+GAUGES = ("loadgrid_queue_depth", "loadgrid_in_flight_requests")
+
+
+def parse_gauges(text: str | None) -> dict[str, float] | None:
+    """The loadgrid gauges from a Prometheus text page (summed over labels); None when it has neither."""
+    if not text:
+        return None
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in GAUGES:
+            try:
+                found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return found or None
+
+
+def near(latency_ms: float, baseline_ms: float) -> bool:
+    return latency_ms <= baseline_ms * BASELINE_RATIO + BASELINE_MARGIN_MS
+
+
+def baseline_ms(send: Callable[[], float | None], requests: int = REQUESTS) -> float | None:
+    """Median latency of `requests` unloaded requests (None when any failed: no baseline to judge against)."""
+    times = [send() for _ in range(requests)]
+    return None if any(t is None for t in times) else statistics.median(times)
+
+
+def wait_idle(gauges: Callable[[], dict[str, dict[str, float] | None]] | None,
+              send: Callable[[], float | None] | None, baseline: float | None,
+              timeout_s: float = QUIESCE_TIMEOUT_S, clock: Callable[[], float] = time.monotonic,
+              pause: Callable[[float], None] = time.sleep) -> dict:
+    """Poll until idle or `timeout_s`. `gauges()` -> {replica: parsed gauges or None}; `send()` -> one unloaded
+    request's latency in ms (None: it failed). Returns the record's `quiesce` dict."""
+    start = clock()
+    methods: list[str] = []
+    first = gauges() if gauges else {}
+    use_metrics = bool(first) and any(v is not None for v in first.values())
+    if use_metrics:
+        methods.append("metrics")
+    use_requests = send is not None and baseline is not None
+    if use_requests:
+        methods.append("requests")
+    if not methods:
+        return {"method": "none", "waited_s": 0.0, "idle": True,
+                "detail": "not checked: no replica gauges and no unloaded baseline"}
+    current = first
+    detail = ""
+    while True:
+        busy = ""
+        if use_metrics:
+            loaded = {name: g for name, g in current.items() if g and any(g.get(k, 0) > 0 for k in GAUGES)}
+            if loaded:
+                name, g = max(loaded.items(), key=lambda kv: sum(kv[1].values()))
+                busy = (f"queue {g.get('loadgrid_queue_depth', 0):g}, in flight "
+                        f"{g.get('loadgrid_in_flight_requests', 0):g} on {name}")
+        if not busy and use_requests:
+            times = [send() for _ in range(REQUESTS)]
+            slow = [t for t in times if t is None or not near(t, baseline)]
+            if slow:
+                shown = ", ".join("failed" if t is None else f"{t:.0f}" for t in times)
+                busy = (f"unloaded requests took {shown} ms against a baseline of {baseline:.0f} ms "
+                        f"(limit {baseline * BASELINE_RATIO + BASELINE_MARGIN_MS:.0f} ms)")
+            else:
+                detail = f"unloaded requests {', '.join(f'{t:.0f}' for t in times)} ms, baseline {baseline:.0f} ms"
+        waited = clock() - start
+        if not busy:
+            words = ("every replica's queue and in-flight gauges read 0" if use_metrics else "") + \
+                    ("; " if use_metrics and detail else "") + detail
+            return {"method": "+".join(methods), "waited_s": round(waited, 2), "idle": True, "detail": words}
+        if waited >= timeout_s:
+            return {"method": "+".join(methods), "waited_s": round(waited, 2), "idle": False, "detail": busy}
+        pause(POLL_S)  # pacing between polls of a bounded loop, not synchronisation
+        if use_metrics:
+            current = gauges()
+
+
+def reason(quiesce: dict) -> str | None:
+    """The validity reason of a run that started on a busy stack; None when idle (or not checked)."""
+    if not quiesce or quiesce.get("idle", True):
+        return None
+    return (f"the stack was still busy before the run ({quiesce.get('detail', '')} after "
+            f"{quiesce.get('waited_s', 0):.0f} s): the previous run's backlog would be measured")
+
+
+def http_sender(url: str, body: bytes, content_type: str, timeout_s: float = 10) -> Callable[[], float | None]:
+    """One unloaded POST of the configured payload to `url`; its latency in ms, None when it failed. It carries
+    `X-Loadgrid-Quiesce: 1`, so a server (or a test's sink) can tell these checks from the measured load."""
+    def send() -> float | None:
+        request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type,
+                                                                             "X-Loadgrid-Quiesce": "1"})
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+                resp.read()
+                ok = resp.status < 400
+        except (urllib.error.URLError, OSError):
+            return None
+        return (time.perf_counter() - t0) * 1000 if ok else None
+    return send
