@@ -52,7 +52,36 @@ def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: 
         for rep in reports:
             if rep.provider not in GPU_PROVIDERS:
                 reasons.append(f"replica {rep.name} ran on {rep.provider or 'an unknown provider'}, not on the GPU")
-    return Validity(valid=not reasons, reasons=reasons, client_bound=client_bound)
+    unjudged: list[str] = []
+    if load is not None and expected_replicas:
+        foreign, note = another_client(load, reports)
+        reasons += foreign
+        unjudged += [note] if note else []
+    return Validity(valid=not reasons, reasons=reasons, client_bound=client_bound, unjudged=unjudged)
+
+
+# The replicas' own counters (the bundled service counts POST /predict answers only, so loadgrid's GET /health
+# probes and Docker's health checks do not count) may exceed what Locust sent by this share plus this many
+# requests before the run is judged to have had another client: requests Locust sent whose answers it never
+# recorded (cancelled at the stop) and loadgrid's own few idle-check requests fit inside it.
+SERVED_TOLERANCE_SHARE = 0.05
+SERVED_TOLERANCE_ABS = 10
+
+
+def another_client(load: LoadReport, reports: list[ReplicaReport]) -> tuple[list[str], str]:
+    """Did the stack serve materially more than loadgrid sent over the whole run (ramp-up included)?"""
+    counted = [r.requests_served for r in reports if r.requests_served is not None]
+    if not counted:
+        return [], "another client: not judged (replicas report no request counter)"
+    whole = load.whole_run or {}
+    sent = whole.get("requests") if whole.get("requests") is not None else load.requests
+    served = sum(counted)
+    extra = served - sent
+    if served > sent * (1 + SERVED_TOLERANCE_SHARE) + SERVED_TOLERANCE_ABS:
+        return [f"the stack served {extra} requests loadgrid did not send: another client is loading it "
+                f"(replicas' counters {served}, Locust sent {sent} over the whole run; tolerance "
+                f"{SERVED_TOLERANCE_SHARE:.0%} + {SERVED_TOLERANCE_ABS})"], ""
+    return [], ""
 
 
 # A window holding fewer requests than this cannot place a p95 (the 95th of 20 is the first one not the max).

@@ -74,7 +74,8 @@ OK_LOAD = LoadReport(0, 100, 0, 10.0, 10.0, {})
 
 def test_valid_run():
     v = validity.judge("cpu", 1, OK_LOAD, None, [replica()], [replica()],
-                       [ReplicaReport("c1", "m1", "running", "healthy", provider="CPUExecutionProvider")])
+                       [ReplicaReport("c1", "m1", "running", "healthy", provider="CPUExecutionProvider",
+                                      requests_served=100)])
     assert v == Validity(True, [])
 
 
@@ -136,3 +137,25 @@ def test_replicas_not_ready_before_the_run_are_named():
     assert not v.valid
     assert any("replica m2" in r and "before the run" in r for r in v.reasons)
     assert any("1 of 2 replicas running and ready before the run" in r for r in v.reasons)
+
+
+def _served(*counts):
+    return [ReplicaReport(f"c{i}", f"m{i}", "running", "healthy", requests_served=n) for i, n in enumerate(counts)]
+
+
+def test_a_stack_serving_more_than_loadgrid_sent_has_another_client():
+    load = LoadReport(0, 100, 0, 10.0, 10.0, {}, whole_run={"requests": 120, "failures": 0})
+    two = [replica(), replica("c2", "m2")]
+    v = validity.judge("cpu", 2, load, None, two, two, _served(150, 140))
+    assert not v.valid
+    assert any("the stack served 170 requests loadgrid did not send: another client is loading it" in r
+               for r in v.reasons)
+    # within the tolerance (5% + 10 of the 120 sent = 136): valid
+    assert validity.judge("cpu", 2, load, None, two, two, _served(70, 66)).valid
+    assert not validity.judge("cpu", 2, load, None, two, two, _served(70, 67)).valid
+
+
+def test_another_client_not_judged_without_counters_is_said():
+    v = validity.judge("cpu", 1, OK_LOAD, None, [replica()], [replica()], _served(None))
+    assert v.valid and v.unjudged == ["another client: not judged (replicas report no request counter)"]
+    assert store.Validity(**{"valid": True, "reasons": []}).unjudged == []  # old records still load
