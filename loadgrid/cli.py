@@ -202,6 +202,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     projects = [] if config.target_mode else sorted({f"{config.project}-{spec.variant}" for spec in plan.runs}
                                                     | {f"{config.project}-{v}" for v in config.variants})
+    if not config.target_mode:
+        stack.check_engine()  # before the hold, which creates the output folder
     held = hold.acquire(config.output_dir, projects, str(config.source))
     try:
         return _run_held(config, plan)
@@ -210,8 +212,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_held(config, plan) -> int:
-    if not config.target_mode:
-        stack.check_engine()
     skipped = grid.preflight(config, plan)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
