@@ -17,7 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__, grid, report, stack, store
+from . import __version__, grid, hold, report, stack, store
 from . import compare as compare_mod
 from . import config as config_mod
 from . import payload as payload_mod
@@ -201,8 +201,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not plan.runs and not config.capacity_search:
         report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms)
         return 0
+    projects = [] if config.target_mode else sorted({f"{config.project}-{spec.variant}" for spec in plan.runs}
+                                                    | {f"{config.project}-{v}" for v in config.variants})
     if not config.target_mode:
-        stack.check_engine()
+        stack.check_engine()  # before the hold, which creates the output folder
+    held = hold.acquire(config.output_dir, projects, str(config.source))
+    try:
+        return _run_held(config, plan)
+    finally:
+        held.release()
+
+
+def _run_held(config, plan) -> int:
     skipped = grid.preflight(config, plan)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:

@@ -524,7 +524,9 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timin
                                  window=result.window, whole_run=result.whole_run, generator=result.generator,
                                  open_loop=result.open_loop, stop=result.stop)
     verdict = validity.judge(spec.variant, spec.models if stack else 0, load_report, error, before, after, reports,
-                             incidents, config.client_cpu_limit_pct)
+                             incidents, config.client_cpu_limit_pct, run_time_s=spec.run_time_s,
+                             ramp_up_s=0.0 if spec.open_loop else spec.users / spec.spawn_rate,
+                             measured_whole=bool(spec.open_loop or config.requests_per_user))
     busy = quiesce.reason(quiet)
     if busy:
         verdict.valid = False

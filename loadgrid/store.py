@@ -80,6 +80,7 @@ class Validity:
     valid: bool
     reasons: list[str] = field(default_factory=list)
     client_bound: bool = False  # the load generator, not the stack, was the bottleneck
+    unjudged: list[str] = field(default_factory=list)  # checks that could not be made, and why
 
 
 @dataclass

@@ -14,12 +14,16 @@ GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
 def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: str | None,
           before: list[Replica], after: list[Replica], reports: list[ReplicaReport],
-          incidents: list[Incident] = (), client_cpu_limit_pct: float = 60.0) -> Validity:
+          incidents: list[Incident] = (), client_cpu_limit_pct: float = 60.0, run_time_s: float | None = None,
+          ramp_up_s: float = 0.0, measured_whole: bool = False) -> Validity:
     reasons: list[str] = []
     client_bound = False
     if error:
         reasons.append(error)
+    reasons += replicas_before_problems(expected_replicas, before)
     if load is not None:
+        reasons += outside_window_failures(load)
+        reasons += window_too_short(load, run_time_s, ramp_up_s, measured_whole)
         if load.requests == 0:
             reasons.append("no request completed")
         elif load.failures:
@@ -48,7 +52,81 @@ def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: 
         for rep in reports:
             if rep.provider not in GPU_PROVIDERS:
                 reasons.append(f"replica {rep.name} ran on {rep.provider or 'an unknown provider'}, not on the GPU")
-    return Validity(valid=not reasons, reasons=reasons, client_bound=client_bound)
+    unjudged: list[str] = []
+    if load is not None and expected_replicas:
+        foreign, note = another_client(load, reports)
+        reasons += foreign
+        unjudged += [note] if note else []
+    return Validity(valid=not reasons, reasons=reasons, client_bound=client_bound, unjudged=unjudged)
+
+
+# The replicas' own counters (the bundled service counts POST /predict answers only, so loadgrid's GET /health
+# probes and Docker's health checks do not count) may exceed what Locust sent by this share plus this many
+# requests before the run is judged to have had another client: requests Locust sent whose answers it never
+# recorded (cancelled at the stop) and loadgrid's own few idle-check requests fit inside it.
+SERVED_TOLERANCE_SHARE = 0.05
+SERVED_TOLERANCE_ABS = 10
+
+
+def another_client(load: LoadReport, reports: list[ReplicaReport]) -> tuple[list[str], str]:
+    """Did the stack serve materially more than loadgrid sent over the whole run (ramp-up included)?"""
+    counted = [r.requests_served for r in reports if r.requests_served is not None]
+    if not counted:
+        return [], "another client: not judged (replicas report no request counter)"
+    whole = load.whole_run or {}
+    sent = whole.get("requests") if whole.get("requests") is not None else load.requests
+    served = sum(counted)
+    extra = served - sent
+    if served > sent * (1 + SERVED_TOLERANCE_SHARE) + SERVED_TOLERANCE_ABS:
+        return [f"the stack served {extra} requests loadgrid did not send: another client is loading it "
+                f"(replicas' counters {served}, Locust sent {sent} over the whole run; tolerance "
+                f"{SERVED_TOLERANCE_SHARE:.0%} + {SERVED_TOLERANCE_ABS})"], ""
+    return [], ""
+
+
+# A window holding fewer requests than this cannot place a p95 (the 95th of 20 is the first one not the max).
+MIN_WINDOW_REQUESTS = 20
+# A timed run's window must last at least this share of the run time left after the ramp-up.
+MIN_WINDOW_SHARE = 0.5
+
+
+def replicas_before_problems(expected: int, before: list[Replica]) -> list[str]:
+    """Before the window opens exactly `expected` replicas must be running and ready; name any that is not."""
+    if not expected:
+        return []
+    reasons = [f"replica {r.name} was {r.status}{'' if r.health in (None, 'healthy') else ', ' + str(r.health)} "
+               f"before the run, not running and ready" for r in before if not r.ready]
+    ready = sum(1 for r in before if r.ready)
+    if ready != expected:
+        reasons.append(f"{ready} of {expected} replicas running and ready before the run")
+    return reasons
+
+
+def outside_window_failures(load: LoadReport) -> list[str]:
+    """Failures outside the window (ramp-up, warm-up) are whole_run's failures minus the window's."""
+    whole = (load.whole_run or {}).get("failures")
+    if whole is None:
+        return []
+    outside = whole - load.failures
+    if outside <= 0:
+        return []
+    return [f"{outside} requests failed before the measurement window (ramp-up/warm-up)"]
+
+
+def window_too_short(load: LoadReport, run_time_s: float | None, ramp_up_s: float, measured_whole: bool) -> list[str]:
+    """A window too short or too small to report: under half the run after ramp-up, or under MIN_WINDOW_REQUESTS."""
+    if run_time_s is None or not load.requests or (load.window and load.window.get("start_at") is None):
+        return []
+    duration = (load.window or {}).get("duration_s") or load.duration_s
+    need_s = 0.0 if measured_whole else MIN_WINDOW_SHARE * max(0.0, run_time_s - ramp_up_s)
+    if load.requests >= MIN_WINDOW_REQUESTS and duration >= need_s:
+        return []
+    if measured_whole:
+        return [f"the run measured only {load.requests} requests; at least {MIN_WINDOW_REQUESTS} are needed "
+                f"(a p95 needs {MIN_WINDOW_REQUESTS})"]
+    return [f"the measurement window lasted {duration:.1f} s with {load.requests} requests; at least {need_s:.1f} s "
+            f"and {MIN_WINDOW_REQUESTS} requests are needed (half the run after ramp-up; a p95 needs "
+            f"{MIN_WINDOW_REQUESTS})"]
 
 
 def generator_bound(generator: dict, limit_pct: float) -> tuple[bool, str]:

@@ -74,7 +74,8 @@ OK_LOAD = LoadReport(0, 100, 0, 10.0, 10.0, {})
 
 def test_valid_run():
     v = validity.judge("cpu", 1, OK_LOAD, None, [replica()], [replica()],
-                       [ReplicaReport("c1", "m1", "running", "healthy", provider="CPUExecutionProvider")])
+                       [ReplicaReport("c1", "m1", "running", "healthy", provider="CPUExecutionProvider",
+                                      requests_served=100)])
     assert v == Validity(True, [])
 
 
@@ -104,3 +105,57 @@ def test_gpu_run_on_cpu_is_invalid():
     assert not v.valid and "not on the GPU" in v.reasons[0]
     reports[0].provider = "CUDAExecutionProvider"
     assert validity.judge("gpu", 1, OK_LOAD, None, [replica()], [replica()], reports).valid
+
+
+def test_failures_before_the_window_make_the_run_invalid():
+    load = LoadReport(0, 100, 0, 10.0, 10.0, {}, whole_run={"requests": 110, "failures": 3})
+    v = validity.judge("cpu", 1, load, None, [replica()], [replica()], [])
+    assert not v.valid and "3 requests failed before the measurement window" in v.reasons[0]
+    clean = LoadReport(0, 100, 0, 10.0, 10.0, {}, whole_run={"requests": 110, "failures": 0})
+    assert validity.judge("cpu", 1, clean, None, [replica()], [replica()], []).valid
+
+
+def test_a_short_window_is_invalid_naming_the_minimum():
+    load = LoadReport(0, 14, 0, 6.7, 2.1, {}, window={"start_at": 5.0, "duration_s": 2.1})
+    v = validity.judge("cpu", 1, load, None, [replica()], [replica()], [], run_time_s=20, ramp_up_s=2.0)
+    assert not v.valid
+    assert "lasted 2.1 s with 14 requests; at least 9.0 s and 20 requests" in v.reasons[0]
+    ok = LoadReport(0, 100, 0, 10.0, 10.0, {}, window={"start_at": 5.0, "duration_s": 10.0})
+    assert validity.judge("cpu", 1, ok, None, [replica()], [replica()], [], run_time_s=20, ramp_up_s=2.0).valid
+    # measured whole (requests_per_user, open loop): only the request minimum applies
+    short = LoadReport(0, 30, 0, 10.0, 1.0, {})
+    assert validity.judge("cpu", 1, short, None, [replica()], [replica()], [], run_time_s=20,
+                          measured_whole=True).valid
+    few = LoadReport(0, 10, 0, 10.0, 1.0, {})
+    v = validity.judge("cpu", 1, few, None, [replica()], [replica()], [], run_time_s=20, measured_whole=True)
+    assert not v.valid and "at least 20" in v.reasons[0]
+
+
+def test_replicas_not_ready_before_the_run_are_named():
+    v = validity.judge("cpu", 2, OK_LOAD, None, [replica(), replica("c2", "m2", health="starting")],
+                       [replica(), replica("c2", "m2")], [])
+    assert not v.valid
+    assert any("replica m2" in r and "before the run" in r for r in v.reasons)
+    assert any("1 of 2 replicas running and ready before the run" in r for r in v.reasons)
+
+
+def _served(*counts):
+    return [ReplicaReport(f"c{i}", f"m{i}", "running", "healthy", requests_served=n) for i, n in enumerate(counts)]
+
+
+def test_a_stack_serving_more_than_loadgrid_sent_has_another_client():
+    load = LoadReport(0, 100, 0, 10.0, 10.0, {}, whole_run={"requests": 120, "failures": 0})
+    two = [replica(), replica("c2", "m2")]
+    v = validity.judge("cpu", 2, load, None, two, two, _served(150, 140))
+    assert not v.valid
+    assert any("the stack served 170 requests loadgrid did not send: another client is loading it" in r
+               for r in v.reasons)
+    # within the tolerance (5% + 10 of the 120 sent = 136): valid
+    assert validity.judge("cpu", 2, load, None, two, two, _served(70, 66)).valid
+    assert not validity.judge("cpu", 2, load, None, two, two, _served(70, 67)).valid
+
+
+def test_another_client_not_judged_without_counters_is_said():
+    v = validity.judge("cpu", 1, OK_LOAD, None, [replica()], [replica()], _served(None))
+    assert v.valid and v.unjudged == ["another client: not judged (replicas report no request counter)"]
+    assert store.Validity(**{"valid": True, "reasons": []}).unjudged == []  # old records still load
