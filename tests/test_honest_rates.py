@@ -174,3 +174,33 @@ def test_a_generator_that_sends_late_shows_it_in_rate_and_intended_latency(tmp_p
     assert intended["p95"] > actual["p95"] + 0.25 * ol["send_late_ms"]["p50"] and ol["send_late_ms"]["p50"] > 200
     assert ol["send_late_ms"]["max"] >= ol["send_late_ms"]["p99"] >= ol["send_late_ms"]["p50"]
     assert ol["send_late_ms"]["p99"] > 500 and ol["send_late_ms"]["max"] >= ol["send_late_ms"]["p99"]
+
+
+def test_timed_run_rate_counts_from_the_window_reset_not_from_the_first_answer(tmp_path):
+    # One user, 100 ms a request, a 3 s run: the first answer after the reset comes 100 ms into the window.
+    with SinkServer(delay_s=0.1) as slow:
+        result = run(tmp_path, slow.url, RunSpec("target", 1, 1, 1.0, 3))
+    assert result.error is None and result.window["bounds"] == "stats reset to test_stop"
+    true_rate = 1000 / result.latency_ms["mean"]  # one user back to back: one request per round trip
+    assert abs(result.rps / true_rate - 1) < 0.02, (result.rps, true_rate, result.window)
+    assert result.requests / result.window["locust_duration_s"] / true_rate - 1 > 0.02
+
+
+def test_run_page_shows_both_open_loop_latencies_and_the_measured_window():
+    from types import SimpleNamespace
+
+    from loadgrid import run_page
+    from loadgrid.store import LoadReport
+
+    report = LoadReport(0, 400, 0, 40.0, 10.0, {"p50": 20.0, "p95": 30.0, "p99": 40.0, "max": 50.0},
+                        window={"start_at": 100.0, "end_at": 110.0, "duration_s": 10.0,
+                                "bounds": "stats reset to test_stop", "latency_from": "exact"},
+                        latency_locust_ms={"p50": 20.0, "p95": 30.0},
+                        open_loop={"latency_intended_ms": {"p50": 120.0, "p95": 930.0, "p99": 990.0, "max": 1000.0},
+                                   "send_late_ms": {"p50": 100.0, "p99": 950.0, "max": 960.0}})
+    html = run_page._totals(SimpleNamespace(load=report))
+    assert "latency from the actual send</th><td>20</td><td>30</td>" in html
+    assert "from the intended send (includes generator lateness)</th><td>120</td><td>930</td>" in html
+    assert "to the end of the run" in html and "stats reset to test_stop" in html and "exact per-request" in html
+    closed = run_page._totals(SimpleNamespace(load=LoadReport(0, 10, 0, 1.0, 10.0, {"p50": 1.0})))
+    assert "intended send" not in closed
