@@ -522,7 +522,8 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timin
         load_report = LoadReport(result.locust_exit, result.requests, result.failures, result.rps,
                                  result.duration_s, result.latency_ms, result.failure_messages,
                                  window=result.window, whole_run=result.whole_run, generator=result.generator,
-                                 open_loop=result.open_loop, stop=result.stop)
+                                 open_loop=result.open_loop, stop=result.stop,
+                                 latency_locust_ms=result.latency_locust_ms, window_thirds=result.window_thirds)
     verdict = validity.judge(spec.variant, spec.models if stack else 0, load_report, error, before, after, reports,
                              incidents, config.client_cpu_limit_pct, run_time_s=spec.run_time_s,
                              ramp_up_s=0.0 if spec.open_loop else spec.users / spec.spawn_rate,

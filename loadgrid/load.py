@@ -19,6 +19,7 @@ from pathlib import Path
 from .plan import RunSpec, format_number
 
 WINDOW_PLUGIN = Path(__file__).with_name("locust_window.py")
+LATENCY_PLUGIN = Path(__file__).with_name("locust_latency.py")
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 
 
@@ -73,6 +74,14 @@ class RunFiles:
     def count_parts(self) -> list[Path]:
         return sorted(self.folder.glob(f"{self.stem}.counts.*.part"))
 
+    @property
+    def latency_prefix(self) -> Path:
+        """Each Locust process with users writes `<stem>.latency.<pid>.part` (exact latencies); merged, removed."""
+        return self.folder / f"{self.stem}.latency"
+
+    def latency_parts(self) -> list[Path]:
+        return sorted(self.folder.glob(f"{self.stem}.latency.*.part"))
+
 
 @dataclass
 class LoadResult:
@@ -91,6 +100,8 @@ class LoadResult:
     generator: dict = field(default_factory=dict)
     open_loop: dict = field(default_factory=dict)
     stop: dict = field(default_factory=dict)
+    latency_locust_ms: dict[str, float] = field(default_factory=dict)  # Locust's rounded buckets, for reference
+    window_thirds: list[dict] = field(default_factory=list)  # requests, p50, p95, rps per third of the window
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles,
     extra = ["--processes", str(options.processes)] if options.processes > 1 else []
     return [
         sys.executable, "-m", "locust",
-        "-f", f"{locustfile.resolve()},{WINDOW_PLUGIN}",
+        "-f", f"{locustfile.resolve()},{WINDOW_PLUGIN},{LATENCY_PLUGIN}",
         *extra,
         "--headless",
         "--users", str(spec.users),
@@ -150,6 +161,7 @@ def locust_env(images_dir: Path | str, predict_path: str, files: RunFiles | None
     if files is not None:
         env["LOADGRID_WINDOW_FILE"] = str(files.window_json)
         env["LOADGRID_COUNTS_FILE"] = str(files.counts_prefix)
+        env["LOADGRID_LATENCY_FILE"] = str(files.latency_prefix)
     return env
 
 
@@ -206,7 +218,7 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
         options: LoadOptions = LoadOptions(), on_tick=None) -> LoadResult:
     """Run Locust for one point; `on_tick(seconds_elapsed)` is called about once a second (live progress)."""
     files.folder.mkdir(parents=True, exist_ok=True)
-    for stale in files.count_parts():
+    for stale in [*files.count_parts(), *files.latency_parts()]:
         stale.unlink()
     cmd = locust_command(spec, host, locustfile, files, options)
     # Bounded: run time + stop timeout + (open loop) the wait for requests in flight + a margin for start-up
@@ -274,6 +286,7 @@ def self_delay(generator: dict, requests: int, window_s: float, users: int) -> d
 def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
                  options: LoadOptions = LoadOptions()) -> LoadResult:
     parts = _count_parts(files)
+    latency_parts = _read_parts(files.latency_parts())
     try:
         entries = json.loads(files.stats_json.read_text())
     except (OSError, json.JSONDecodeError):
@@ -282,9 +295,16 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
     result = totals(entries)
     result.locust_exit = exit_code
     result.failure_messages = _failures(files)
-    result.window, result.whole_run = _window(files, entries, result)
+    result.window, result.whole_run = _window(files, entries, result, parts, latency_parts)
+    exact = exact_latency(latency_parts)
+    result.latency_locust_ms = dict(result.latency_ms)
+    if exact:
+        result.latency_ms = exact
+        result.window["latency_from"] = "exact"
+    if result.window.get("end_at") and result.window.get("start_at"):
+        result.window_thirds = window_thirds(latency_parts, result.window["start_at"], result.window["end_at"])
     if spec is not None and spec.open_loop:
-        result.open_loop = open_loop_counts(parts, spec, options)
+        result.open_loop = open_loop_counts(parts, spec, options, latency_parts)
     elif spec is not None and options.requests_per_user:
         result.stop = stop_counts(parts, spec, options.requests_per_user)
     # Locust exits 1 when any request failed; that is a measured outcome, not a broken run.
@@ -318,24 +338,58 @@ def totals(entries: list[dict]) -> LoadResult:
                       duration_s=round(duration, 2), latency_ms=latency)
 
 
-def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult) -> tuple[dict, dict]:
-    """The window's bounds, and whole-run totals = what came before the window + the window."""
+def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, parts: list[dict] = (),
+            latency_parts: list[dict] = ()) -> tuple[dict, dict]:
+    """The window's measured bounds, and whole-run totals = what came before the window + the window.
+
+    req/s = requests / (window end - window start), both moments measured, not the span between the first
+    and the last answer (that leaves out the first request's own latency: +4% for 1 user x 20 x 100 ms):
+      timed runs        start: the stats reset (every user spawned, plus the warm-up); end: the moment the
+                        run ended in the processes with users (Locust's test_stop there: their users stopped,
+                        their requests in flight answered)
+      requests_per_user start: the first user started (its on_start: the earliest moment a request could
+                        leave); end: the last user sent its last request and had its answer (else test_stop)
+    The rates the window overrides are set on `window_totals`; Locust's own span is kept as locust_duration_s.
+    """
     try:
         info = json.loads(files.window_json.read_text())
     except (OSError, json.JSONDecodeError):
         return {"start_at": None, "spawn_complete_at": None, "warmup_s": None}, {}
-    window = {"start_at": info.get("window_start_at"), "spawn_complete_at": info.get("spawn_complete_at"),
-              "warmup_s": info.get("warmup_s"), "duration_s": window_totals.duration_s}
+    stopped = [p["stopped_at"] for p in latency_parts if p.get("stopped_at")]
+    end = max(stopped) if stopped else info.get("window_end_at")
+    first_user = [p["first_user_at"] for p in parts if p.get("first_user_at")]
+    run_start = min(first_user) if first_user else info.get("test_start_at") or info.get("window_start_at")
+    if info.get("reset", True):
+        start, bounds = info.get("window_start_at"), "stats reset to test_stop"
+    else:
+        start, bounds = run_start, "first user started to test_stop"
+        finished = [p["last_finished_at"] for p in parts if p.get("last_finished_at")]
+        if parts and finished and sum(p.get("users_finished", 0) for p in parts) >= sum(
+                p.get("users_started", 0) for p in parts):
+            end, bounds = max(finished), "first user started to last user finished"
+    locust_duration = window_totals.duration_s
+    if start and end and end > start:
+        duration = end - start
+        window_totals.duration_s = round(duration, 3)
+        window_totals.rps = round(window_totals.requests / duration, 2)
+    else:
+        end, bounds = None, "Locust's first to last answer (no measured bounds)"
+    window = {"start_at": start, "end_at": end, "spawn_complete_at": info.get("spawn_complete_at"),
+              "warmup_s": info.get("warmup_s"), "duration_s": window_totals.duration_s,
+              "locust_duration_s": locust_duration, "bounds": bounds}
     whole = totals(list(info.get("before_window") or []) + entries)
+    if run_start and end and end > run_start:
+        whole.duration_s = round(end - run_start, 3)
+        whole.rps = round(whole.requests / (end - run_start), 2)
     whole_run = {"requests": whole.requests, "failures": whole.failures, "rps": whole.rps,
                  "duration_s": whole.duration_s, "latency_ms": whole.latency_ms}
     return window, whole_run
 
 
-def _count_parts(files: RunFiles) -> list[dict]:
-    """The per-process counts of the locustfile's users, read once and removed (the record keeps the sums)."""
+def _read_parts(paths: list[Path]) -> list[dict]:
+    """Per-process JSON parts, read once and removed (the record keeps what is merged from them)."""
     parts = []
-    for path in files.count_parts():
+    for path in paths:
         try:
             parts.append(json.loads(path.read_text()))
         except (OSError, json.JSONDecodeError):
@@ -344,31 +398,131 @@ def _count_parts(files: RunFiles) -> list[dict]:
     return parts
 
 
-def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions) -> dict:
+# Exact latencies (loadgrid/locust_latency.py): log-linear histograms, key = round(ln(ms) / ln(step)); a key's
+# value step**key is within half a step (0.05% for the 1.001 step) of every time counted under it.
+EXACT_STEP = 1.001
+COARSE_STEP = 1.01
+
+
+def merge_histograms(hists) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for hist in hists:
+        for k, n in (hist or {}).items():
+            out[int(k)] = out.get(int(k), 0) + int(n)
+    return out
+
+
+def log_percentile(hist: dict[int, int], q: float, step: float = EXACT_STEP) -> float:
+    """The value of the bucket holding the ceil(q * n)-th smallest time (same rank rule as `percentile`)."""
+    total = sum(hist.values())
+    if not total:
+        return 0.0
+    needed, seen = math.ceil(q * total), 0
+    for k in sorted(hist):
+        seen += hist[k]
+        if seen >= needed:
+            return step ** k
+    return step ** max(hist)
+
+
+def _summary(hists, count: int, sum_ms: float, max_ms: float, step: float = EXACT_STEP) -> dict[str, float]:
+    hist = merge_histograms(hists)
+    if not count or not hist:
+        return {}
+    out = {name: round(log_percentile(hist, q, step), 1) for name, q in PERCENTILES.items()}
+    out["max"] = round(max_ms, 1)
+    out["mean"] = round(sum_ms / count, 1)
+    return out
+
+
+def exact_latency(latency_parts: list[dict]) -> dict[str, float]:
+    """p50/p90/p95/p99 (within 0.05%), exact max and mean of the window's requests, over every process."""
+    return _summary([p.get("hist") for p in latency_parts], sum(p.get("count", 0) for p in latency_parts),
+                    sum(p.get("sum_ms", 0.0) for p in latency_parts),
+                    max((p.get("max_ms", 0.0) for p in latency_parts), default=0.0))
+
+
+def intended_latency(latency_parts: list[dict]) -> dict[str, float]:
+    """Open loop: from each request's slot (intended send time) to its response, as wrk2 measures."""
+    parts = [p.get("intended") or {} for p in latency_parts]
+    return _summary([p.get("hist") for p in parts], sum(p.get("count", 0) for p in parts),
+                    sum(p.get("sum_ms", 0.0) for p in parts), max((p.get("max_ms", 0.0) for p in parts), default=0.0))
+
+
+def window_thirds(latency_parts: list[dict], start: float, end: float) -> list[dict]:
+    """The window cut in three equal spans of request end time (0.25 s bins, 1% latency buckets):
+    requests, p50, p95 and req/s of each, so a latency that trends up across the window shows."""
+    if not latency_parts or end <= start:
+        return []
+    third = (end - start) / 3
+    hists: list[dict[int, int]] = [{}, {}, {}]
+    for part in latency_parts:
+        bin_s = part.get("bin_s", 0.25)
+        for b, hist in (part.get("bins") or {}).items():
+            middle = (int(b) + 0.5) * bin_s
+            i = min(2, max(0, int((middle - start) // third)))
+            hists[i] = merge_histograms([hists[i], hist])
+    out = []
+    for hist in hists:
+        n = sum(hist.values())
+        out.append({"requests": n, "p50": round(log_percentile(hist, 0.5, COARSE_STEP), 1) if n else None,
+                    "p95": round(log_percentile(hist, 0.95, COARSE_STEP), 1) if n else None,
+                    "rps": round(n / third, 2)})
+    return out
+
+
+def _count_parts(files: RunFiles) -> list[dict]:
+    """The per-process counts of the locustfile's users, read once and removed (the record keeps the sums)."""
+    return _read_parts(files.count_parts())
+
+
+def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions,
+                     latency_parts: list[dict] = ()) -> dict:
     """Intended vs scheduled vs achieved arrival rate over the window, and what was late or dropped.
 
-    Each process counts from the window's start to its last slot; rates add up over processes.
+    scheduled_rate: slots per second of the schedule (slots / span from the window's start to the last slot).
+    achieved_rate: requests actually sent per second, over measured bounds: from the window's start to the
+    moment the process stopped sending (its user stopped); a generator that sends late sends fewer in that
+    time. Rates add up over processes. send_late_ms: how late each send left its slot; latency_intended_ms:
+    from the slot to the response (includes the generator's lateness; latency_ms starts at the actual send).
     """
     out = {"arrival": options.arrival, "intended_rate": spec.arrival_rate, "processes": len(parts)}
     if not parts:
         return {**out, "error": "the locustfile wrote no open-loop counts (is it a LoadgridUser?)"}
     scheduled_rate = achieved_rate = 0.0
     spans = []
+    measured = True
     for part in parts:
         start = part.get("window_start_at") or part.get("first_slot_at")
         end = part.get("last_slot_at")
         span = end - start if start and end and end > start else 0.0
-        spans.append(span)
         if span:
             scheduled_rate += part["scheduled"] / span
+        stopped = part.get("stopped_at") or part.get("last_send_at")
+        send_start = part.get("window_start_at") or part.get("first_send_at")
+        if stopped and send_start and stopped > send_start:
+            span = stopped - send_start
+        else:
+            measured = False  # an older part without send times: the slot span
+        spans.append(span)
+        if span:
             achieved_rate += part["sent"] / span
+    late_hist = merge_histograms(p.get("send_late_hist") for p in parts)
+    max_late = max(p["max_late_ms"] for p in parts)
     out.update({
         "scheduled_rate": round(scheduled_rate, 2), "achieved_rate": round(achieved_rate, 2),
+        "achieved_from": "send times" if measured else "slots",
         "scheduled": sum(p["scheduled"] for p in parts), "sent": sum(p["sent"] for p in parts),
         "late": sum(p["late"] for p in parts), "dropped": sum(p["dropped"] for p in parts),
-        "late_tolerance_ms": parts[0].get("late_tolerance_ms"), "max_late_ms": max(p["max_late_ms"] for p in parts),
+        "late_tolerance_ms": parts[0].get("late_tolerance_ms"), "max_late_ms": max_late,
         "max_in_flight": parts[0].get("max_in_flight"), "window_s": round(max(spans), 2),
     })
+    if late_hist:
+        out["send_late_ms"] = {"p50": round(log_percentile(late_hist, 0.5), 2),
+                               "p99": round(log_percentile(late_hist, 0.99), 2), "max": max_late}
+    intended = intended_latency(list(latency_parts))
+    if intended:
+        out["latency_intended_ms"] = intended
     return out
 
 

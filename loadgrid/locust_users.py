@@ -15,7 +15,9 @@ A subclass defines `request(self)`, one request. Settings come from the environm
     LOADGRID_LATE_MS            a request sent more than this after its slot is counted late (default 20)
   LOADGRID_COUNTS_FILE          each Locust process with users writes its counts to `<this>.<pid>.part`
                                 at exit: requests sent, users that finished, and the open-loop counts of
-                                the measurement window (reset when loadgrid's window plugin opens it)
+                                the measurement window (reset when loadgrid's window plugin opens it):
+                                actual send times (first/last), when sending stopped, and how late each
+                                send left its slot (a 0.1% log histogram, like loadgrid's exact latencies)
 
 It runs inside Locust's gevent world and imports nothing heavy.
 """
@@ -54,9 +56,17 @@ RATE_PER_USER = ARRIVAL_RATE / OPEN_USERS if OPEN_LOOP else 0.0
 MAX_IN_FLIGHT = int(_number("LOADGRID_MAX_IN_FLIGHT", 0)) or min(1000, max(10, math.ceil(RATE_PER_USER * TIMEOUT_S)))
 
 # This process's counts; the open-loop ones restart when the measurement window opens.
-counts = {"users_started": 0, "users_finished": 0, "requests_sent": 0,
+# first_user_at: when this process's first user started (the earliest a request could leave);
+# last_finished_at: when its last user with N requests finished; stopped_at: when open-loop sending stopped.
+counts = {"users_started": 0, "users_finished": 0, "requests_sent": 0, "first_user_at": None, "last_finished_at": None,
           "window_start_at": None, "scheduled": 0, "sent": 0, "late": 0, "dropped": 0,
-          "first_slot_at": None, "last_slot_at": None, "max_late_ms": 0.0}
+          "first_slot_at": None, "last_slot_at": None, "max_late_ms": 0.0,
+          "first_send_at": None, "last_send_at": None, "stopped_at": None, "send_late_hist": {}}
+LATE_STEP = math.log(1.001)
+
+
+def _late_key(ms: float) -> int:
+    return round(math.log(max(ms, 0.001)) / LATE_STEP)
 
 
 class LoadgridUser(FastHttpUser):
@@ -74,6 +84,7 @@ class LoadgridUser(FastHttpUser):
 
     def on_start(self) -> None:
         counts["users_started"] += 1
+        counts["first_user_at"] = counts["first_user_at"] or time.time()
         self._sent = 0
         if OPEN_LOOP:
             self._pool = gevent.pool.Pool(MAX_IN_FLIGHT)
@@ -84,6 +95,7 @@ class LoadgridUser(FastHttpUser):
 
     def on_stop(self) -> None:
         if OPEN_LOOP:
+            counts["stopped_at"] = max(counts["stopped_at"] or 0.0, time.time())
             # The requests in flight are measured too: wait for them, within the request timeout.
             self._pool.join(timeout=TIMEOUT_S)
             self._pool.kill(block=False)
@@ -98,6 +110,7 @@ class LoadgridUser(FastHttpUser):
         counts["requests_sent"] += 1
         if REQUESTS_PER_USER and self._sent >= REQUESTS_PER_USER:
             counts["users_finished"] += 1
+            counts["last_finished_at"] = time.time()
             raise StopUser()
 
     def _open_loop_slot(self) -> None:
@@ -115,13 +128,20 @@ class LoadgridUser(FastHttpUser):
             if late > LATE_S:
                 counts["late"] += 1
             counts["max_late_ms"] = max(counts["max_late_ms"], round(late * 1000, 1))
+            k = _late_key(late * 1000)
+            counts["send_late_hist"][k] = counts["send_late_hist"].get(k, 0) + 1
             counts["sent"] += 1
             counts["requests_sent"] += 1
-            self._pool.spawn(self._send)
+            sent_at = time.time()
+            counts["first_send_at"] = counts["first_send_at"] or sent_at
+            counts["last_send_at"] = sent_at
+            self._pool.spawn(self._send, slot)
         self._next_slot = slot + (1.0 / RATE_PER_USER if ARRIVAL == "constant"
                                   else random.expovariate(RATE_PER_USER))
 
-    def _send(self) -> None:
+    def _send(self, slot: float) -> None:
+        # loadgrid's latency plugin reads this to time the request from its slot (the intended send time).
+        gevent.getcurrent().loadgrid_slot = slot
         try:
             self.request()
         except Exception as exc:  # reported like an error in a task, then the next slot goes on
@@ -132,7 +152,7 @@ class LoadgridUser(FastHttpUser):
 def _window_opened(**_kw) -> None:
     """loadgrid's window plugin fires reset_stats when the steady state begins: count from there."""
     counts.update(window_start_at=time.time(), scheduled=0, sent=0, late=0, dropped=0, first_slot_at=None,
-                  last_slot_at=None, max_late_ms=0.0)
+                  last_slot_at=None, max_late_ms=0.0, first_send_at=None, last_send_at=None, send_late_hist={})
 
 
 _watcher = {}

@@ -5,6 +5,9 @@ warm-up, LOADGRID_WARMUP_S), this resets Locust's statistics, so its HTML report
 window only; what came before is saved to LOADGRID_WINDOW_FILE so the whole run can still be rebuilt.
 With LOADGRID_WINDOW_RESET=0 (runs that stop after N requests per user) nothing is reset: the window is
 the whole run, from the test's start.
+The window's end is measured too (test_stop here: every user stopped, its request in flight answered);
+loadgrid prefers the same moment recorded in each process with users (locust_latency.py), since a master
+notices its workers have stopped only on its next one-second check.
 It runs inside Locust's gevent world and imports nothing from loadgrid.
 """
 
@@ -21,7 +24,8 @@ WARMUP_S = float(os.environ.get("LOADGRID_WARMUP_S", "0") or 0)
 WINDOW_FILE = os.environ.get("LOADGRID_WINDOW_FILE", "")
 RESET = os.environ.get("LOADGRID_WINDOW_RESET", "1") != "0"
 
-_state = {"spawn_complete_at": None, "window_start_at": None, "before_window": None, "test_start_at": None}
+_state = {"spawn_complete_at": None, "window_start_at": None, "before_window": None, "test_start_at": None,
+          "window_end_at": None}
 _environment = {}
 
 
@@ -33,6 +37,11 @@ def _remember(environment, **_kw):
 @events.test_start.add_listener
 def _started(**_kw):
     _state["test_start_at"] = _state["test_start_at"] or time.time()
+
+
+@events.test_stop.add_listener
+def _stopped(**_kw):
+    _state["window_end_at"] = time.time()
 
 
 def _open_window():
@@ -77,6 +86,8 @@ def _write(environment, **_kw):
         "reset": RESET,
         "spawn_complete_at": _state["spawn_complete_at"],
         "window_start_at": _state["window_start_at"],
+        "window_end_at": _state["window_end_at"] or time.time(),
+        "test_start_at": _state["test_start_at"],
         "distributed": isinstance(environment.runner, MasterRunner),
         "before_window": _state["before_window"] or [],
         # The window's failures by message, final: Locust's _failures.csv is rewritten only once a second.

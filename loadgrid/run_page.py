@@ -199,11 +199,40 @@ def _totals(record: RunRecord) -> str:
         where += f" (at {_clock(window['start_at'])}"
         if window.get("spawn_complete_at"):
             where += f"; spawning completed at {_clock(window['spawn_complete_at'])}"
-        where += (f"), and lasted {_num(window.get('duration_s') or load.duration_s)} s to the last request. "
-                  "The whole run adds the ramp-up and warm-up back.")
+        if window.get("end_at"):
+            where += (f"), and lasted {_num(window.get('duration_s') or load.duration_s)} s to the end of the run "
+                      f"({_clock(window['end_at'])}); req/s = requests / that span, measured "
+                      f"({window.get('bounds', 'window bounds')}). ")
+        else:
+            where += (f"), and lasted {_num(window.get('duration_s') or load.duration_s)} s to the last request. ")
+        where += "The whole run adds the ramp-up and warm-up back."
     if not whole:
         where += " The whole run's totals were not recorded."
-    return f'<div class="side">{table}<p class="small" style="max-width:32em">{esc(where)}</p></div>'
+    if window.get("latency_from") == "exact":
+        where += (" Latencies are exact per-request times (0.1% buckets); Locust's own rounded figures: p50 "
+                  f"{_num((load.latency_locust_ms or {}).get('p50'))} ms, p95 "
+                  f"{_num((load.latency_locust_ms or {}).get('p95'))} ms.")
+    return (f'<div class="side">{table}<p class="small" style="max-width:32em">{esc(where)}</p></div>'
+            + _open_loop_latency(load))
+
+
+def _open_loop_latency(load) -> str:
+    """Open loop: latency from the actual send beside latency from the intended send (the slot), as wrk2 does."""
+    loop = getattr(load, "open_loop", None) or {}
+    intended = loop.get("latency_intended_ms") or {}
+    if not intended:
+        return ""
+    actual, late = load.latency_ms or {}, loop.get("send_late_ms") or {}
+    qs = ("p50", "p95", "p99", "max")
+    head = "".join(f"<th>{q} ms</th>" for q in qs)
+    rows = [("latency from the actual send", actual), ("from the intended send (includes generator lateness)",
+                                                       intended)]
+    body = "".join(f'<tr><th class="l">{esc(name)}</th>' + "".join(f"<td>{_num(v.get(q))}</td>" for q in qs)
+                   + "</tr>" for name, v in rows)
+    note = (f"Sends left their slots {_num(late.get('p50'), 2)} ms late at the median, {_num(late.get('p99'), 2)} ms "
+            f"at p99 and {_num(late.get('max'))} ms at most." if late else "")
+    return (f'<table><thead><tr><th class="l">open loop</th>{head}</tr></thead><tbody>{body}</tbody></table>'
+            f'<p class="small" style="max-width:32em">{esc(note)}</p>')
 
 
 def _clock(t: float | None) -> str:

@@ -50,16 +50,21 @@ class LoadReport:
     latency_ms: dict[str, float] = field(default_factory=dict)
     failure_messages: dict[str, int] = field(default_factory=dict)
     # The figures above cover the window (steady state); these say where it was and add the ramp-up back.
-    window: dict = field(default_factory=dict)  # start_at, spawn_complete_at, warmup_s, duration_s
+    window: dict = field(default_factory=dict)  # start_at, end_at, spawn_complete_at, warmup_s, duration_s, bounds
     whole_run: dict = field(default_factory=dict)  # requests, failures, rps, duration_s, latency_ms
     generator: dict = field(default_factory=dict)  # processes, cores, cpu_pct_mean, cpu_pct_max
     # Open-loop runs: arrival, intended_rate, scheduled_rate, achieved_rate (req/s sent over the window),
     # scheduled, sent, late (sent more than late_tolerance_ms after their slot), dropped (not sent: every
-    # in-flight slot busy), max_late_ms, max_in_flight, processes, window_s. Empty for closed-loop runs.
+    # in-flight slot busy), max_late_ms, max_in_flight, processes, window_s, send_late_ms (p50, p99, max),
+    # latency_intended_ms (from the slot to the response, wrk2-style). Empty for closed-loop runs.
     open_loop: dict = field(default_factory=dict)
     # Runs that stop after a number of requests per user: requests_per_user, users, users_finished,
     # requests_sent, by ("requests": every user finished; "time": the run_time cap ended it first).
     stop: dict = field(default_factory=dict)
+    # latency_ms comes from exact per-request times (0.1% buckets) when recorded; Locust's rounded figures here.
+    latency_locust_ms: dict = field(default_factory=dict)
+    # The window in three equal spans of request end time: [{"requests", "p50", "p95", "rps"}] x 3.
+    window_thirds: list = field(default_factory=list)
 
 
 @dataclass
