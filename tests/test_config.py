@@ -20,8 +20,8 @@ GOOD = {
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
-    (tmp_path / "docker-compose.gpu.yml").write_text("services: {}\n")
+    (tmp_path / "docker-compose.yml").write_text("services: {model: {}, gateway: {}}\n")
+    (tmp_path / "docker-compose.gpu.yml").write_text("services: {model: {}, gateway: {}}\n")
     (tmp_path / "locustfile.py").write_text("")
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes(b"\xff\xd8")
