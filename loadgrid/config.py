@@ -241,23 +241,23 @@ def url_problem(url: str) -> str | None:
     """What makes `url` unusable as an http(s) URL to load (a few words), or None when it is fine."""
     if any(ch.isspace() for ch in url):
         return "it contains a space"
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a bad [IPv6] host, or a port that is not a number from 0 to 65535
+        return "its [host] is not an IPv6 address" if "[" in url or "]" in url \
+            else "its port is not a number from 1 to 65535"
     if parsed.scheme not in ("http", "https"):
         return "it does not start with http:// or https://"
-    host = parsed.hostname
     if not host:
         return "it names no host"
-    try:
-        port = parsed.port
-    except ValueError:
-        return "its port is not a number from 1 to 65535"
     if port == 0:
         return "its port is not a number from 1 to 65535"
     if "[" in parsed.netloc:
         try:
             ipaddress.IPv6Address(host)
         except ValueError:
-            return f"{host!r} is not an IPv6 address"
+            return "its [host] is not an IPv6 address"
         return None
     labels = host.removesuffix(".").split(".")
     if not all(_HOST_LABEL.match(label) for label in labels):
@@ -491,9 +491,25 @@ class Collector:
         """raw[key] checked by `check(raw, key)`, or `default` when the key is absent or wrong."""
         return self.take(check, raw, key, default=default) if key in raw else default
 
-    def raise_all(self) -> None:
+    def raise_all(self, keys: list | None = None) -> None:
+        """Raise every message gathered; with `keys` (the file's, in order), in the order of their keys."""
         if self.messages:
-            raise UserError.of(self.messages)
+            raise UserError.of(_in_key_order(self.messages, keys) if keys else self.messages)
+
+
+_MESSAGE_KEY = re.compile(r"^config: (?:unknown key '([^']+)'|missing key |([A-Za-z_]\w*)[.: ])")
+
+
+def _in_key_order(messages: list[str], keys: list) -> list[str]:
+    """Messages sorted by where their key is in the file (stable; missing keys and the rest last)."""
+    where = {str(k): i for i, k in enumerate(keys)}
+
+    def rank(message: str) -> int:
+        match = _MESSAGE_KEY.match(message)
+        key = (match.group(1) or match.group(2)) if match else None
+        return where.get(key, len(where)) if key else len(where)
+
+    return sorted(messages, key=rank)
 
 
 _BAD = object()  # the placeholder of a value whose check failed, where later checks must know it failed
@@ -574,7 +590,7 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
         client_cpu_limit_pct=errors.option(raw, "client_cpu_limit_pct", _percent, 60.0),
         **errors.take(_gpu_settings, raw, default={}),
     )
-    errors.raise_all()
+    errors.raise_all(keys=list(raw))
     return Config(
         num_users_list=load_keys.pop("num_users_list"),
         spawn_rate_list=load_keys.pop("spawn_rate_list"),
@@ -753,8 +769,9 @@ def _payload(raw: dict, base: Path, environ, send_as: str) -> str:
             raise UserError(f"config: payload: none given and {base / value} does not exist; set payload (or the "
                             f"PAYLOAD variable) to an image, a folder of images or a JSON file")
     if payload_mod.is_url(value):
-        if not urlparse(value).hostname:
-            raise _bad(key, value, "an http(s) URL with a host, or a path")
+        problem = url_problem(value)
+        if problem:
+            raise _bad(key, value, f"an http(s) URL with a host, or a path ({problem})")
         return value
     path = (where / value).resolve()
     if not path.exists():
