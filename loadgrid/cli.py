@@ -5,7 +5,7 @@
     orchestrate.py report [OUTPUT]                    rebuild summary.csv and index.html from stored records
     orchestrate.py compare A B [--fail-if-slower PCT] compare two output folders, or FOLDER:cpu FOLDER:gpu
 
-A `UserError` is printed as one line (exit 2 for bad input, 1 otherwise); tracebacks only with -v.
+A `UserError` is printed as one line per mistake (exit 2 for bad input, 1 otherwise); tracebacks only with -v.
 """
 
 from __future__ import annotations
@@ -114,11 +114,15 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
     try:
         return config_mod.load(args.config or "config.yaml", given, allow_missing=args.config is None)
     except UserError as exc:
-        text = str(exc)
-        for flag, key, _, _ in LOAD_FLAGS:
-            if key in given and text.startswith((f"config: {key}: ", f"config: {key}.")):
-                raise UserError(f"{flag}: {text.split(': ', 2)[2]}", exc.exit_code) from None
-        raise
+        raise UserError.of([_name_flag(line, given) for line in exc.messages], exc.exit_code) from None
+
+
+def _name_flag(line: str, given: dict) -> str:
+    """A config error about a key set by a flag names the flag instead."""
+    for flag, key, _, _ in LOAD_FLAGS:
+        if key in given and line.startswith((f"config: {key}: ", f"config: {key}.")):
+            return f"{flag}: {line.split(': ', 2)[2]}"
+    return line
 
 
 def fetch_payload(config: config_mod.Config) -> config_mod.Config:
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"loadgrid: error: {exc}", file=sys.stderr)
+        for line in exc.messages:  # several config mistakes: one line each
+            print(f"loadgrid: error: {line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
         print("loadgrid: interrupted; the stack was torn down and completed runs are kept", file=sys.stderr)

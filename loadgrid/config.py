@@ -1,14 +1,19 @@
 """Load and validate config.yaml into a frozen `Config`, before anything is started.
 
-Every problem is raised as a `UserError` whose one line names the key and the fix, so a typo never
-costs a half-built stack. Relative paths are resolved against the config file's folder.
+Every problem is a line naming the key and the fix, so a typo never costs a half-built stack. Validation
+goes on past a mistake (each key's check runs with a placeholder for what failed before it), and every
+mistake found is raised at the end in one `UserError`, one line each. Relative paths are resolved against
+the config file's folder. The file must be UTF-8 YAML with each key once at any depth (as Compose demands);
+`service` must be a service of the compose files, read here with PyYAML so that --dry-run needs no Docker.
 """
 
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,11 +234,42 @@ def _gpu_settings(raw: dict) -> dict:
     return out
 
 
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")
+
+
+def url_problem(url: str) -> str | None:
+    """What makes `url` unusable as an http(s) URL to load (a few words), or None when it is fine."""
+    if any(ch.isspace() for ch in url):
+        return "it contains a space"
+    try:
+        parsed = urlparse(url)
+        host, port = parsed.hostname, parsed.port
+    except ValueError:  # a bad [IPv6] host, or a port that is not a number from 0 to 65535
+        return "its [host] is not an IPv6 address" if "[" in url or "]" in url \
+            else "its port is not a number from 1 to 65535"
+    if parsed.scheme not in ("http", "https"):
+        return "it does not start with http:// or https://"
+    if not host:
+        return "it names no host"
+    if port == 0:
+        return "its port is not a number from 1 to 65535"
+    if "[" in parsed.netloc:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return "its [host] is not an IPv6 address"
+        return None
+    labels = host.removesuffix(".").split(".")
+    if not all(_HOST_LABEL.match(label) for label in labels):
+        return f"{host!r} is not a host name or IP address"
+    return None
+
+
 def _host(raw: dict, key: str) -> str:
     value = _string(raw, key)
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise _bad(key, value, "an http(s) URL such as http://localhost:8080")
+    problem = url_problem(value)
+    if problem:
+        raise _bad(key, value, f"an http(s) URL such as http://localhost:8080 ({problem})")
     return value.rstrip("/")
 
 
@@ -279,6 +315,99 @@ DEFAULT_REQUEST_CAP_S = 600  # run_time when a run stops after requests_per_user
 _PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
+# --- reading YAML ------------------------------------------------------------------------------------------
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_KEY_ON_LINE = re.compile(r"^\s*(?:-\s+)?([^\s:#'\"][^:#]*?)\s*:(?:\s|$)")
+
+
+class DuplicateKeys(yaml.YAMLError):
+    """Keys given twice: one message each; `data` is the document as YAML would read it (the last wins)."""
+
+    def __init__(self, messages: list[str], data: Any):
+        super().__init__(messages[0])
+        self.messages = messages
+        self.data = data
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping key given twice at any depth (YAML would keep the last).
+
+    The node tree is checked before it is built into Python objects, so every duplicate is named with its
+    dotted path and both lines. Keys brought in by a merge (`<<: *anchor`) may be overridden, as YAML means.
+    """
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        messages = [f"config: {where}: given twice (lines {first} and {second}); keep one (YAML would silently "
+                    f"take the last)" for where, first, second in _duplicate_keys(node, "", set())]
+        data = self.construct_document(node)
+        if messages:
+            raise DuplicateKeys(messages, data)
+        return data
+
+
+def _duplicate_keys(node: yaml.Node, path: str, seen_nodes: set[int]):
+    """(dotted key, first line, second line) for each key repeated in a mapping under `node`."""
+    if id(node) in seen_nodes:  # an alias: already walked where its anchor is
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            name = str(key_node.value) if isinstance(key_node, yaml.ScalarNode) else None
+            here = f"{path}.{name}" if path else str(name)
+            if name is not None:
+                line = key_node.start_mark.line + 1
+                ident = (key_node.tag, name)
+                if ident in lines:
+                    yield here, lines[ident], line
+                else:
+                    lines[ident] = line
+            yield from _duplicate_keys(value_node, here, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _duplicate_keys(item, f"{path}[{index}]", seen_nodes)
+
+
+def _read_text(path: Path, prefix: str = "config: ") -> str:
+    """The file's text; a file that is not UTF-8 is one line naming the line (and the key on it)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{prefix}cannot read {path} ({exc.strerror}); fix the path or its permissions") \
+            from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line_no = data[:exc.start].count(b"\n") + 1
+        line = data.split(b"\n")[line_no - 1].decode("utf-8", errors="replace")
+        key = _KEY_ON_LINE.match(line)
+        on = f", key {key.group(1)}" if key else ""
+        raise UserError(f"{prefix}{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at line "
+                        f"{line_no}{on}); save the file as UTF-8") from None
+
+
+def read_yaml(path: Path) -> tuple[Any, list[str]]:
+    """The config file's YAML, and a message per key given twice (checked on, so all mistakes are listed).
+
+    A file that is not UTF-8 or not valid YAML is a `UserError`.
+    """
+    text = _read_text(path)
+    try:
+        return yaml.load(text, Loader=StrictLoader), []
+    except DuplicateKeys as exc:
+        return exc.data, exc.messages
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"config: {path} is not valid YAML{where}; fix the syntax") from None
+
+
 def load(path: str | Path, overrides: dict | None = None, allow_missing: bool = False,
          environ: dict | None = None) -> Config:
     """Read the config file, apply CLI `overrides` (see `apply_overrides`) and validate it all.
@@ -292,19 +421,21 @@ def load(path: str | Path, overrides: dict | None = None, allow_missing: bool = 
         if not (allow_missing and ((overrides or {}).get("target") is not None or environ.get("ENDPOINT"))):
             raise UserError(f"config file {path} does not exist; pass --config PATH to a YAML file")
         raw: Any = {}
+        duplicates: list[str] = []
         base = Path.cwd()
     else:
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise UserError(f"config: {path} is not valid YAML{where}; fix the syntax") from None
+        raw, duplicates = read_yaml(path)
         raw = raw if raw is not None else {}
         base = path.resolve().parent
     if overrides or (allow_missing and environ.get("ENDPOINT")):
         raw = apply_overrides(raw, overrides or {}, endpoint_default=allow_missing, environ=environ)
-    return from_mapping(raw, base=base, source=path, environ=environ)
+    try:
+        config = from_mapping(raw, base=base, source=path, environ=environ)
+    except UserError as exc:
+        raise UserError.of([*duplicates, *exc.messages]) from None
+    if duplicates:
+        raise UserError.of(duplicates)
+    return config
 
 
 def apply_overrides(raw: Any, overrides: dict, endpoint_default: bool = False, environ: dict | None = None) -> Any:
@@ -336,86 +467,249 @@ def apply_overrides(raw: Any, overrides: dict, endpoint_default: bool = False, e
     return out
 
 
+class Collector:
+    """Gathers every key's `UserError`, so one attempt lists all the mistakes of a config.
+
+    `take(check, ...)` runs one key's check and returns its value, or `default` (a placeholder the later
+    checks can live with) when it raised; `raise_all` raises every message gathered, one line each.
+    """
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def take(self, check: Callable[..., Any], *args: Any, default: Any = None, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except UserError as exc:
+            self.messages.extend(exc.messages)
+            return default
+
+    def option(self, raw: dict, key: str, check: Callable[[dict, str], Any], default: Any) -> Any:
+        """raw[key] checked by `check(raw, key)`, or `default` when the key is absent or wrong."""
+        return self.take(check, raw, key, default=default) if key in raw else default
+
+    def raise_all(self, keys: list | None = None) -> None:
+        """Raise every message gathered; with `keys` (the file's, in order), in the order of their keys."""
+        if self.messages:
+            raise UserError.of(_in_key_order(self.messages, keys) if keys else self.messages)
+
+
+_MESSAGE_KEY = re.compile(r"^config: (?:unknown key '([^']+)'|missing key |([A-Za-z_]\w*)[.: ])")
+
+
+def _in_key_order(messages: list[str], keys: list) -> list[str]:
+    """Messages sorted by where their key is in the file (stable; missing keys and the rest last)."""
+    where = {str(k): i for i, k in enumerate(keys)}
+
+    def rank(message: str) -> int:
+        match = _MESSAGE_KEY.match(message)
+        key = (match.group(1) or match.group(2)) if match else None
+        return where.get(key, len(where)) if key else len(where)
+
+    return sorted(messages, key=rank)
+
+
+_BAD = object()  # the placeholder of a value whose check failed, where later checks must know it failed
+
+
 def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), environ: dict | None = None) -> Config:
     environ = os.environ if environ is None else environ
     if not isinstance(raw, dict):
         raise UserError("config: the file must be a mapping of keys such as num_models_list, run_time, host")
+    errors = Collector()
     known = _REQUIRED + _OPTIONAL + _LOAD_KEYS
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
-            raise UserError(f"config: unknown key {key!r}{hint}")
-    target = _target(raw, environ)
+            errors.add(f"config: unknown key {key!r}{hint}")
+    wants_target = "target" in raw or ("num_models_list" not in raw and bool(environ.get("ENDPOINT")))
+    target = errors.take(_target, raw, environ, default=("http://invalid", "/", "") if wants_target else None)
     if target is not None:
         for key in COMPOSE_KEYS:
             if key in raw:
                 why = " (the target URL names the host and path)" if key in ("host", "predict_path") else ""
-                raise UserError(f"config: {key}: not used with target, which has no compose stack{why}; remove it")
+                errors.add(f"config: {key}: not used with target, which has no compose stack{why}; remove it")
     else:
         for key in ("num_models_list", "host"):
             if key not in raw:
-                raise UserError(f"config: missing key {key}; add it (see config.yaml in the project for an example)")
-    load_keys = _load_settings(raw, base, environ)
+                errors.add(f"config: missing key {key}; add it (see config.yaml in the project for an example)")
+    load_keys = _load_settings(raw, base, environ, errors)
 
-    variants = _variants(raw, "variants") if "variants" in raw else ("cpu",)
+    variants = errors.take(_variants, raw, "variants", default=_BAD) if "variants" in raw else ("cpu",)
+    before_files = len(errors.messages)
     compose_files: tuple[Path, ...] = ()
     if target is None:
-        compose_files = (
-            _existing_files(raw, "compose_files", base)
-            if "compose_files" in raw else _default_file(base, "docker-compose.yml", "compose_files")
-        )
+        compose_files = errors.take(
+            _existing_files, raw, "compose_files", base, default=()
+        ) if "compose_files" in raw else errors.take(_default_file, base, "docker-compose.yml", "compose_files",
+                                                     default=())
     gpu_files: tuple[Path, ...] = ()
     if target is not None:
         variants = (TARGET_VARIANT,)
-    elif "gpu" in variants:
-        gpu_files = (
-            _existing_files(raw, "gpu_compose_files", base)
-            if "gpu_compose_files" in raw else _default_file(base, "docker-compose.gpu.yml", "gpu_compose_files")
-        )
+    elif variants is not _BAD and "gpu" in variants:
+        gpu_files = errors.take(
+            _existing_files, raw, "gpu_compose_files", base, default=()
+        ) if "gpu_compose_files" in raw else errors.take(_default_file, base, "docker-compose.gpu.yml",
+                                                         "gpu_compose_files", default=())
     elif "gpu_compose_files" in raw:
-        gpu_files = tuple((base / p).resolve() for p in _string_list(raw, "gpu_compose_files"))
+        gpu_files = errors.take(lambda: tuple((base / p).resolve() for p in _string_list(raw, "gpu_compose_files")),
+                                default=())
+    files_ok = len(errors.messages) == before_files
 
-    locustfile = (base / _string(raw, "locustfile")) if "locustfile" in raw else base / "locustfile.py"
-    if not locustfile.is_file():
-        if "locustfile" in raw or target is None:
-            raise UserError(f"config: locustfile: file {locustfile} does not exist; fix the path")
-        locustfile = Path(__file__).resolve().parent.parent / "locustfile.py"  # target mode from anywhere
-    images_dir = (base / _string(raw, "images_dir")) if "images_dir" in raw else base / "images"
+    locustfile = errors.take(_locustfile, raw, base, target is not None, default=base / "locustfile.py")
+    images_dir = errors.option(raw, "images_dir", _string, "images")
+    project = errors.option(raw, "project", _project, "loadgrid")
+    service = errors.option(raw, "service", _string, _BAD) if "service" in raw else "model"
+    if target is None and files_ok and variants is not _BAD and service is not _BAD:
+        for variant in sorted(variants, key=VARIANTS.index):  # cpu's files first: gpu's add to them
+            if not errors.take(check_service, service, compose_files, gpu_files if variant == "gpu" else (),
+                               variant if len(variants) > 1 else "", default=False):
+                break
+    warmup_s = errors.take(parse_duration, raw["warmup"], "warmup", allow_zero=True, default=None) \
+        if "warmup" in raw else 0
+    if warmup_s:
+        errors.take(_check_warmup, raw, warmup_s, load_keys)
 
-    project = _string(raw, "project") if "project" in raw else "loadgrid"
-    if not _PROJECT_NAME.match(project):
-        raise _bad("project", project, "lower-case letters, digits, '-' and '_' (a Compose project name)")
-
+    fields = dict(
+        num_models_list=errors.take(_positive_list, raw, "num_models_list", int, default=(1,)) if target is None
+        else (1,),
+        host=errors.take(_host, raw, "host", default="") if target is None and "host" in raw
+        else (target[0] if target is not None else ""),
+        predict_path=errors.option(raw, "predict_path", _url_path, "/predict") if target is None else target[1],
+        output_dir=base / errors.option(raw, "output_dir", _string, "reports"),
+        replica_health_path=errors.option(raw, "replica_health_path", _url_path, "/health"),
+        replica_port=errors.option(raw, "replica_port", _positive_int, 8000),
+        startup_timeout_s=errors.option(raw, "startup_timeout",
+                                        lambda r, k: parse_duration(r[k], "startup_timeout"), 300),
+        latency_target_ms=errors.option(raw, "latency_target_ms", _positive_number, 500.0),
+        repeats=errors.option(raw, "repeats", _positive_int, 1),
+        client_cpu_limit_pct=errors.option(raw, "client_cpu_limit_pct", _percent, 60.0),
+        **errors.take(_gpu_settings, raw, default={}),
+    )
+    errors.raise_all(keys=list(raw))
     return Config(
-        num_models_list=_positive_list(raw, "num_models_list", int) if target is None else (1,),
         num_users_list=load_keys.pop("num_users_list"),
         spawn_rate_list=load_keys.pop("spawn_rate_list"),
         run_time_s=load_keys.pop("run_time_s"),
-        host=_host(raw, "host") if target is None else target[0],
         variants=variants,
         compose_files=compose_files,
         gpu_compose_files=gpu_files,
-        service=_string(raw, "service") if "service" in raw else "model",
+        service=service,
         project=project,
-        output_dir=(base / _string(raw, "output_dir")) if "output_dir" in raw else base / "reports",
         locustfile=locustfile.resolve(),
-        images_dir=images_dir.resolve(),
-        predict_path=(_url_path(raw, "predict_path") if "predict_path" in raw else "/predict") if target is None
-        else target[1],
-        replica_health_path=_url_path(raw, "replica_health_path") if "replica_health_path" in raw else "/health",
-        replica_port=_positive_int(raw, "replica_port") if "replica_port" in raw else 8000,
-        startup_timeout_s=parse_duration(raw["startup_timeout"], "startup_timeout") if "startup_timeout" in raw
-        else 300,
-        latency_target_ms=_positive_number(raw, "latency_target_ms") if "latency_target_ms" in raw else 500.0,
-        warmup_s=parse_duration(raw["warmup"], "warmup", allow_zero=True) if "warmup" in raw else 0,
-        repeats=_positive_int(raw, "repeats") if "repeats" in raw else 1,
-        client_cpu_limit_pct=_percent(raw, "client_cpu_limit_pct") if "client_cpu_limit_pct" in raw else 60.0,
-        **_gpu_settings(raw),
+        images_dir=(base / images_dir).resolve(),
+        warmup_s=warmup_s,
         target_url=target[2] if target is not None else None,
         source=source,
+        **fields,
         **load_keys,
     )
+
+
+def _locustfile(raw: dict, base: Path, target_mode: bool) -> Path:
+    locustfile = (base / _string(raw, "locustfile")) if "locustfile" in raw else base / "locustfile.py"
+    if not locustfile.is_file():
+        if "locustfile" in raw or not target_mode:
+            raise UserError(f"config: locustfile: file {locustfile} does not exist; fix the path")
+        locustfile = Path(__file__).resolve().parent.parent / "locustfile.py"  # target mode from anywhere
+    return locustfile
+
+
+def _project(raw: dict, key: str) -> str:
+    project = _string(raw, key)
+    if not _PROJECT_NAME.match(project):
+        raise _bad(key, project, "lower-case letters, digits, '-' and '_' (a Compose project name)")
+    return project
+
+
+def _check_warmup(raw: dict, warmup_s: int, load_keys: dict) -> None:
+    """Warm-up ends before the run does, in every run and probe: else no request is ever measured."""
+    run_time_s, search = load_keys["run_time_s"], load_keys["capacity_search"]
+    has_grid = bool(load_keys["num_users_list"] or load_keys["arrival_rate_list"])
+    limits = []
+    if run_time_s is not None and (has_grid or search is None):
+        limits.append(("run_time", run_time_s))
+    if search is not None and not (limits and search.run_time_s == run_time_s):
+        limits.append(("capacity_search.run_time" if isinstance(raw.get("capacity_search"), dict)
+                       and "run_time" in raw["capacity_search"] else "run_time", search.run_time_s))
+    for key, seconds in limits:
+        if seconds is not None and warmup_s >= seconds:
+            raise UserError(f"config: warmup: {warmup_s}s is not shorter than {key} ({seconds}s), so no request "
+                            f"would be measured; shorten warmup or lengthen {key}")
+
+
+# --- compose files: their services, read without Docker ----------------------------------------------------
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Compose YAML: Compose's own tags (!reset, !override) are read as the value they tag."""
+
+
+def _compose_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_ComposeLoader.add_multi_constructor("!", _compose_tag)
+
+
+def compose_services(path: Path, key: str, seen: frozenset[Path] = frozenset()) -> set[str] | None:
+    """The `services:` keys of a compose file and of the local files it includes; None when it includes
+    something that cannot be read here (a remote or interpolated path): then Compose alone can tell."""
+    prefix = f"config: {key}: "
+    try:
+        doc = yaml.load(_read_text(path, prefix), Loader=_ComposeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"{prefix}{path} is not valid YAML{where}; fix the file") from None
+    if doc is None:
+        return set()
+    if not isinstance(doc, dict):
+        raise UserError(f"{prefix}{path} is not a compose file (a mapping with services:); fix the path")
+    services = doc.get("services") or {}
+    if not isinstance(services, dict):
+        raise UserError(f"{prefix}{path}: services is not a mapping of service names; fix the file")
+    found = {str(name) for name in services}
+    includes = doc.get("include") or []
+    for item in includes if isinstance(includes, list) else [includes]:
+        paths = item.get("path") if isinstance(item, dict) else item
+        for name in paths if isinstance(paths, list) else [paths]:
+            if not isinstance(name, str) or "$" in name or "://" in name or name.startswith("git@"):
+                return None
+            included = (path.parent / name).resolve()
+            if included in seen or not included.is_file():
+                return None  # a cycle or a missing file: Compose's own message says it better
+            more = compose_services(included, key, seen | {path})
+            if more is None:
+                return None
+            found |= more
+    return found
+
+
+def check_service(service: str, compose_files: tuple[Path, ...], gpu_files: tuple[Path, ...] = (),
+                  variant: str = "") -> bool:
+    """`service` must be a service of the variant's compose files (the union of their services)."""
+    found: set[str] = set()
+    for path, key in [(p, "compose_files") for p in compose_files] + [(p, "gpu_compose_files") for p in gpu_files]:
+        services = compose_services(path, key)
+        if services is None:
+            return True
+        found |= services
+    if service in found:
+        return True
+    names = ", ".join(f.name for f in compose_files + gpu_files)
+    which = f", the {variant} variant's files" if variant else ""
+    close = difflib.get_close_matches(service, sorted(found), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise UserError(f"config: service: {service!r} is not a service of {names} (services: "
+                    f"{', '.join(sorted(found)) or 'none'}{which}); set service to the one to scale{hint}")
 
 
 # --- target, payload and load settings ----------------------------------------------------------------------
@@ -444,9 +738,10 @@ def _target(raw: dict, environ) -> tuple[str, str, str] | None:
     if not isinstance(value, str) or not value.strip():
         raise _bad(key, value, expected + (" (or set ENDPOINT)" if key != "ENDPOINT" else ""))
     url = value.strip()
+    problem = url_problem(url)
+    if problem:
+        raise _bad(key, value, f"{expected} ({problem})")
     parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise _bad(key, value, expected)
     path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
     return f"{parsed.scheme}://{parsed.netloc}", path, url
 
@@ -474,8 +769,9 @@ def _payload(raw: dict, base: Path, environ, send_as: str) -> str:
             raise UserError(f"config: payload: none given and {base / value} does not exist; set payload (or the "
                             f"PAYLOAD variable) to an image, a folder of images or a JSON file")
     if payload_mod.is_url(value):
-        if not urlparse(value).hostname:
-            raise _bad(key, value, "an http(s) URL with a host, or a path")
+        problem = url_problem(value)
+        if problem:
+            raise _bad(key, value, f"an http(s) URL with a host, or a path ({problem})")
         return value
     path = (where / value).resolve()
     if not path.exists():
@@ -491,76 +787,92 @@ def _payload(raw: dict, base: Path, environ, send_as: str) -> str:
     return str(path)
 
 
-def _load_settings(raw: dict, base: Path, environ) -> dict:
-    """The load axis and how each run is paced and stopped: the fields shared by both modes."""
+def _load_settings(raw: dict, base: Path, environ, errors: Collector | None = None) -> dict:
+    """The load axis and how each run is paced and stopped: the fields shared by both modes.
+
+    Mistakes go to `errors` (raised at once without it); what failed is a placeholder: run_time_s None.
+    """
+    own = errors is None
+    errors = Collector() if errors is None else errors
     if "num_users_list" in raw and "threads" in raw:
-        raise UserError("config: threads: set either num_users_list or processes x threads, not both")
+        errors.add("config: threads: set either num_users_list or processes x threads, not both")
     if "processes" in raw and "locust_processes" in raw:
-        raise UserError("config: processes: the same setting as locust_processes; set only one of them")
+        errors.add("config: processes: the same setting as locust_processes; set only one of them")
     if not any(k in raw for k in (*LOAD_AXIS_KEYS, "capacity_search")):
-        raise UserError("config: missing key num_users_list; add it (or processes x threads, arrival_rate_list "
-                        "or capacity_search)")
+        errors.add("config: missing key num_users_list; add it (or processes x threads, arrival_rate_list "
+                   "or capacity_search)")
     processes = 0
     if "processes" in raw:
-        processes = _positive_int(raw, "processes")
+        processes = errors.take(_positive_int, raw, "processes", default=1)
     elif "locust_processes" in raw:
-        processes = _processes(raw, "locust_processes")
+        processes = errors.take(_processes, raw, "locust_processes", default=0)
     users: tuple[int, ...] = ()
     if "num_users_list" in raw:
-        users = _positive_list(raw, "num_users_list", int)
+        users = errors.take(_positive_list, raw, "num_users_list", int, default=())
     elif "threads" in raw:
         threads = raw["threads"] if isinstance(raw["threads"], list) else [raw["threads"]]
-        per_process = _positive_list({"threads": threads}, "threads", int)
+        per_process = errors.take(_positive_list, {"threads": threads}, "threads", int, default=())
         processes = processes or 1
         users = tuple(processes * t for t in per_process)
-    spawn = _positive_list(raw, "spawn_rate_list", float) if "spawn_rate_list" in raw \
+    spawn = errors.take(_positive_list, raw, "spawn_rate_list", float, default=(1.0,)) if "spawn_rate_list" in raw \
         else ((float(max(users)),) if users else ())
-    rates = _positive_list(raw, "arrival_rate_list", float) if "arrival_rate_list" in raw else ()
-    per_user = _positive_int(raw, "requests_per_user") if "requests_per_user" in raw else 0
-    if per_user and not users:
-        raise UserError("config: requests_per_user: applies to closed-loop users (num_users_list or processes x "
-                        "threads); open-loop runs last run_time")
+    rates = errors.option(raw, "arrival_rate_list", lambda r, k: _positive_list(r, k, float), ())
+    per_user = errors.option(raw, "requests_per_user", _positive_int, 0)
+    if per_user and not users and not any(k in raw for k in ("num_users_list", "threads")):
+        errors.add("config: requests_per_user: applies to closed-loop users (num_users_list or processes x "
+                   "threads); open-loop runs last run_time")
+    run_time_s: int | None = None
     if "run_time" in raw:
-        run_time_s = parse_duration(raw["run_time"])
+        run_time_s = errors.take(parse_duration, raw["run_time"], default=None)
     elif per_user and not rates and "capacity_search" not in raw:
         run_time_s = DEFAULT_REQUEST_CAP_S
     else:
-        raise UserError("config: missing key run_time; add it (e.g. run_time: 1m)"
-                        + ("" if not per_user else "; open-loop runs and capacity search need it"))
-    send_as = _choice(raw, "send_as", payload_mod.SEND_AS) if "send_as" in raw else "raw"
-    return {
+        errors.add("config: missing key run_time; add it (e.g. run_time: 1m)"
+                   + ("" if not per_user else "; open-loop runs and capacity search need it"))
+    send_as = errors.option(raw, "send_as", lambda r, k: _choice(r, k, payload_mod.SEND_AS), "raw")
+    out = {
         "num_users_list": users, "spawn_rate_list": spawn, "run_time_s": run_time_s, "locust_processes": processes,
-        "payload": _payload(raw, base, environ, send_as), "send_as": send_as,
-        "expect": _choice(raw, "expect", payload_mod.EXPECT) if "expect" in raw else "",
+        "payload": errors.take(_payload, raw, base, environ, send_as, default=""), "send_as": send_as,
+        "expect": errors.option(raw, "expect", lambda r, k: _choice(r, k, payload_mod.EXPECT), ""),
         "requests_per_user": per_user, "arrival_rate_list": rates,
-        "arrival": _choice(raw, "arrival", ARRIVALS) if "arrival" in raw else "constant",
-        "max_in_flight": _positive_int(raw, "max_in_flight") if "max_in_flight" in raw else 0,
-        "capacity_search": _capacity_search(raw, run_time_s) if "capacity_search" in raw else None,
+        "arrival": errors.option(raw, "arrival", lambda r, k: _choice(r, k, ARRIVALS), "constant"),
+        "max_in_flight": errors.option(raw, "max_in_flight", _positive_int, 0),
+        "capacity_search": errors.take(_capacity_search, raw, run_time_s, default=None)
+        if "capacity_search" in raw else None,
     }
+    if own:
+        errors.raise_all()
+    return out
 
 
-def _capacity_search(raw: dict, run_time_s: int) -> CapacitySearch:
+def _capacity_search(raw: dict, run_time_s: int | None) -> CapacitySearch:
     value = raw["capacity_search"]
     if value is True:
         value = {}
     if not isinstance(value, dict):
         raise _bad("capacity_search", value, "a mapping such as {start: 10, max: 500, steps: 8}")
+    errors = Collector()
     known = ("start", "max", "steps", "run_time", "factor")
     for key in value:
         if key not in known:
-            raise UserError(f"config: capacity_search: unknown key {key!r}; known: {', '.join(known)}")
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            errors.add(f"config: capacity_search: unknown key {key!r}; {hint}known: {', '.join(known)}")
     sub = {f"capacity_search.{k}": v for k, v in value.items()}
-    start = _positive_number(sub, "capacity_search.start") if "start" in value else 10.0
-    top = _positive_number(sub, "capacity_search.max") if "max" in value else max(1000.0, start)
+    start = errors.option(sub, "capacity_search.start", _positive_number, 10.0)
+    top = errors.option(sub, "capacity_search.max", _positive_number, None)
+    top = max(1000.0, start) if top is None else top
     if top < start:
-        raise _bad("capacity_search.max", value["max"], f"a rate at or above start ({start:g})")
-    steps = _positive_int(sub, "capacity_search.steps") if "steps" in value else 8
+        errors.add(str(_bad("capacity_search.max", value["max"], f"a rate at or above start ({start:g})")))
+    steps = errors.option(sub, "capacity_search.steps", _positive_int, 8)
     if not 2 <= steps <= 50:
-        raise _bad("capacity_search.steps", steps, "a whole number of probe runs from 2 to 50")
-    factor = _positive_number(sub, "capacity_search.factor") if "factor" in value else 2.0
+        errors.add(str(_bad("capacity_search.steps", steps, "a whole number of probe runs from 2 to 50")))
+    factor = errors.option(sub, "capacity_search.factor", _positive_number, 2.0)
     if factor <= 1:
-        raise _bad("capacity_search.factor", value["factor"], "a number above 1, e.g. 2")
-    probe_s = parse_duration(value["run_time"], "capacity_search.run_time") if "run_time" in value else run_time_s
+        errors.add(str(_bad("capacity_search.factor", value["factor"], "a number above 1, e.g. 2")))
+    probe_s = errors.take(parse_duration, value["run_time"], "capacity_search.run_time", default=run_time_s) \
+        if "run_time" in value else run_time_s
+    errors.raise_all()
     return CapacitySearch(start=start, max=top, steps=steps, run_time_s=probe_s, factor=factor)
 
 

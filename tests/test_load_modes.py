@@ -17,7 +17,7 @@ TARGET = {"target": {"url": "http://127.0.0.1:9000/v1/predict"}, "num_users_list
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    (tmp_path / "docker-compose.yml").write_text("services: {model: {}, gateway: {}}\n")
     (tmp_path / "locustfile.py").write_text("")
     (tmp_path / "images").mkdir()
     (tmp_path / "images" / "a.jpg").write_bytes((ROOT / "images" / "rocket.jpg").read_bytes())
