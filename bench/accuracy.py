@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/accuracy.py                       # 10, 50, 100 users, then 100 users on 2 processes
     .venv/bin/python bench/accuracy.py --users 10 --run-time 10 --processes 1
+    .venv/bin/python bench/accuracy.py --starved             # 100 users, alone vs starved, 3 interleaved rounds
 
 Each run goes through loadgrid's own path (`loadgrid.load.run`: the project's locustfile, which posts images
 to /predict and checks the JSON prediction, the measurement-window plugin and the generator CPU meter) against
@@ -13,6 +14,11 @@ what the target itself measured (its hold time and the requests it served), and 
 The target is a small asyncio (uvloop when installed) HTTP/1.1 server in its own process, with keep-alive and
 TCP_NODELAY, one write per answer; it serves thousands of requests a second on one core, so at 100 users
 (2000 req/s ideal) it is not the bottleneck. Traffic stays on the loopback interface and every run is bounded.
+
+--starved (issue 11.1): the target is pinned to the last core, Locust (one process) to the first; "alone" runs
+Locust there by itself, "starved" adds two busy loops on Locust's core. A starved Locust uses little CPU while
+its timestamps lag, so the CPU rule passes it; the lag rule must call it client-bound and "alone" valid.
+Rounds interleave (alone, starved, alone, ...) and the summary gives medians and ranges. Needs 2 cores.
 """
 
 from __future__ import annotations
@@ -193,7 +199,13 @@ def measure(target: TargetProcess, users: int, processes: int, run_time_s: int, 
     holds, uploads = after["holds_ms"], after["uploads_ms"]
     lat = result.latency_ms
     ideal = users / (delay_ms / 1000)
+    from loadgrid import validity
+
+    bound, why = validity.generator_bound(result.generator, 60.0, lat.get("p50"))
+    lag = result.generator.get("lag_ms") or {}
     return {
+        "lag_p50": lag.get("p50"), "lag_p99": lag.get("p99"), "lag_max": lag.get("max"),
+        "lag_samples": lag.get("samples"), "client_bound": bound, "why": why,
         "users": users, "processes": processes, "requests": result.requests, "failures": result.failures,
         "window_s": result.duration_s, "p50": lat["p50"], "p95": lat["p95"], "mean": lat["mean"],
         "whole_p50": (result.whole_run.get("latency_ms") or {}).get("p50"),
@@ -214,7 +226,7 @@ def table(rows: list[dict], delay_ms: float) -> str:
     head = ["users", "procs", "requests", "median", "Δ median", "p95", "Δ p95", "mean", "whole-run median", "hold p50",
             "upload p50",
             "req/s", f"ideal u/{delay_ms / 1000:g}s", "Δ req/s", "vs u/mean", "Locust CPU", "target CPU",
-            "machine CPU"]
+            "machine CPU", "lag p50/p99/max", "verdict"]
     lines = [head]
     for r in rows:
         lines.append([
@@ -227,6 +239,8 @@ def table(rows: list[dict], delay_ms: float) -> str:
             f"{100 * r['rps_vs_mean']:+.2f}%" if r["rps_vs_mean"] is not None else "–",
             f"{r['cpu']:.0f}% of {r['cores']} (max {r['cpu_max']:.0f}%)" if r["cpu"] is not None else "–",
             f"{r['target_cpu']:.0f}%", f"{r['machine_cpu']:.0f}%",
+            f"{r['lag_p50']:.1f}/{r['lag_p99']:.1f}/{r['lag_max']:.1f} ms" if r["lag_p99"] is not None else "–",
+            "client-bound" if r["client_bound"] else "not client-bound",
         ])
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     out = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
@@ -246,6 +260,69 @@ def verdicts(rows: list[dict], delay_ms: float) -> list[str]:
     return out
 
 
+class BusyLoops:
+    """`n` processes spinning on `core` (a starved generator's neighbours), always stopped."""
+
+    def __init__(self, n: int, core: int):
+        self.procs = [subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{core}}})\n"
+                                        "while True: pass"]) for _ in range(n)]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
+
+
+def starved(args, out: Path) -> int:
+    """Alone vs starved, interleaved: the generator's lag, CPU, req/s and verdict."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--starved needs 2 cores: the target on one, Locust (and the busy loops) on the other")
+    users = max(args.users)
+    mine = os.sched_getaffinity(0)
+    target = TargetProcess(args.delay_ms)
+    rows: list[dict] = []
+    try:
+        os.sched_setaffinity(target.proc.pid, {cores[-1]})
+        baseline(target)
+        os.sched_setaffinity(0, {cores[0]})  # Locust inherits this: one core, shared with the busy loops
+        for round_ in range(1, args.rounds + 1):
+            for scenario in ("alone", "starved"):
+                print(f"round {round_}: {scenario}, {users} users on 1 Locust process for {args.run_time}s ...",
+                      flush=True)
+                loops = BusyLoops(2 if scenario == "starved" else 0, cores[0])
+                try:
+                    row = measure(target, users, 1, args.run_time, args.warmup, out, args.delay_ms)
+                finally:
+                    loops.stop()
+                rows.append({**row, "scenario": scenario, "round": round_})
+    finally:
+        os.sched_setaffinity(0, mine)
+        target.stop()
+    print()
+    print(f"target: {args.delay_ms:g} ms per request, pinned to core {cores[-1]}; Locust (1 process, {users} users) "
+          f"pinned to core {cores[0]}, alone or with 2 busy loops there; {args.run_time}s runs; files in {out}")
+    print(table(rows, args.delay_ms))
+    print()
+
+    def spread(values) -> str:
+        values = [v for v in values if v is not None]
+        return f"{statistics.median(values):.1f} [{min(values):.1f}-{max(values):.1f}]" if values else "-"
+
+    for scenario in ("alone", "starved"):
+        mine_rows = [r for r in rows if r["scenario"] == scenario]
+        print(f"{scenario:8s} lag p99 {spread(r['lag_p99'] for r in mine_rows)} ms, Locust CPU "
+              f"{spread(r['cpu'] for r in mine_rows)}%, req/s {spread(r['rps'] for r in mine_rows)} (ideal "
+              f"{users / (args.delay_ms / 1000):.0f}), median {spread(r['p50'] for r in mine_rows)} ms; "
+              f"client-bound {sum(r['client_bound'] for r in mine_rows)} of {len(mine_rows)}")
+    for r in rows:
+        if r["client_bound"]:
+            print(f"  round {r['round']} {r['scenario']}: {r['why']}")
+    print("median [min-max] over the rounds. lag: how late Locust's event loop woke when it asked to every 20 ms "
+          "(loadgrid/locust_latency.py); the rule: client-bound when its p99 is above max(8 ms, 5% of the p50).")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, nargs="+", default=[10, 50, 100])
@@ -255,11 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2, help="seconds after spawning before the window opens")
     parser.add_argument("--delay-ms", type=float, default=50.0)
     parser.add_argument("--out", type=Path, default=None, help="keep Locust's files here (default: a temp folder)")
+    parser.add_argument("--starved", action="store_true",
+                        help="alone vs starved generator (target and Locust pinned to their own cores)")
+    parser.add_argument("--rounds", type=int, default=3, help="--starved: interleaved rounds (default 3)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         serve(args.delay_ms / 1000, 0)
         return 0
+    if args.starved:
+        return starved(args, args.out or Path(tempfile.mkdtemp(prefix="loadgrid-accuracy-")))
     if args.processes is not None:
         plan = [(u, args.processes) for u in args.users]
     else:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .plan import RunSpec, format_number
+from .validity import lag_limit_ms
 
 WINDOW_PLUGIN = Path(__file__).with_name("locust_window.py")
 LATENCY_PLUGIN = Path(__file__).with_name("locust_latency.py")
@@ -178,6 +179,7 @@ class CpuMeter:
         self.root = psutil.Process(pid)
         # (unix time the interval began, unix time it ended, CPU seconds per second of the whole tree)
         self.samples: list[tuple[float, float, float]] = []
+        self.children: set = set()  # every Locust worker process seen, to wait for after the master exits
         self._last = (time.time(), self._cpu_seconds())
 
     def _cpu_seconds(self) -> float:
@@ -186,6 +188,7 @@ class CpuMeter:
             procs = [self.root, *self.root.children(recursive=True)]
         except self._psutil.Error:
             return self._last[1] if hasattr(self, "_last") else 0.0
+        self.children.update(procs[1:])
         for proc in procs:
             try:
                 times = proc.cpu_times()
@@ -201,6 +204,11 @@ class CpuMeter:
             self.samples.append((then, now, (cpu - before) / (now - then)))
             self._last = (now, cpu)
 
+    def wait_for_children(self, timeout_s: float = 15.0) -> None:
+        """Locust's master can exit before its worker processes have written their parts (their counts and
+        latencies, at quit): wait for every worker it had, bounded, so none is read missing."""
+        self._psutil.wait_procs(list(self.children), timeout=timeout_s)
+
     def summary(self, since: float | None, cores: int) -> dict:
         """Mean and max CPU over the window, as a percentage of the cores the generator may use.
 
@@ -210,8 +218,11 @@ class CpuMeter:
         window = [c for began, _, c in self.samples if since is None or began >= since]
         if not window:
             return {"cores": cores, "cpu_pct_mean": None, "cpu_pct_max": None, "samples": 0}
+        series = [[round(end, 2), round(100 * c / cores, 1)] for began, end, c in self.samples
+                  if since is None or began >= since]
         return {"cores": cores, "cpu_pct_mean": round(100 * sum(window) / len(window) / cores, 1),
-                "cpu_pct_max": round(100 * max(window) / cores, 1), "samples": len(window)}
+                "cpu_pct_max": round(100 * max(window) / cores, 1), "samples": len(window),
+                "cpu_series": series}
 
 
 def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[str, str],
@@ -258,12 +269,26 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                     proc.kill()
                     proc.wait()
             raise
+    meter.wait_for_children()
     result = parse_result(exit_code, files, spec, options)
-    result.generator = {"processes": options.processes,
-                        **meter.summary(result.window.get("start_at"), cores=options.processes),
-                        "locust_cpu_warning": "CPU usage above" in _read(files.locust_log)}
+    usable = usable_cores(proc.pid)
+    # One Locust process runs on one thread, so it can use one core at most; N processes can use N cores,
+    # but no more than the cores the generator may run on (4 processes on 2 cores are at most 200%).
+    cores = max(1, min(options.processes, usable))
+    result.generator = {"processes": options.processes, "usable_cores": usable,
+                        **meter.summary(result.window.get("start_at"), cores=cores),
+                        "locust_cpu_warning": "CPU usage above" in _read(files.locust_log),
+                        **result.generator}
     result.generator.update(self_delay(result.generator, result.requests, result.duration_s, spec.users))
     return result
+
+
+def usable_cores(pid: int | None = None) -> int:
+    """Cores the process may run on: its CPU affinity (taskset, cpusets), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(pid or 0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def self_delay(generator: dict, requests: int, window_s: float, users: int) -> dict:
@@ -303,6 +328,9 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
         result.window["latency_from"] = "exact"
     if result.window.get("end_at") and result.window.get("start_at"):
         result.window_thirds = window_thirds(latency_parts, result.window["start_at"], result.window["end_at"])
+    lag = generator_lag(latency_parts, result.latency_ms.get("p50"))
+    if lag:
+        result.generator = {"lag_ms": lag}
     if spec is not None and spec.open_loop:
         result.open_loop = open_loop_counts(parts, spec, options, latency_parts)
     elif spec is not None and options.requests_per_user:
@@ -447,6 +475,33 @@ def intended_latency(latency_parts: list[dict]) -> dict[str, float]:
     parts = [p.get("intended") or {} for p in latency_parts]
     return _summary([p.get("hist") for p in parts], sum(p.get("count", 0) for p in parts),
                     sum(p.get("sum_ms", 0.0) for p in parts), max((p.get("max_ms", 0.0) for p in parts), default=0.0))
+
+
+def generator_lag(latency_parts: list[dict], latency_p50_ms: float | None = None) -> dict:
+    """The generator's own lag over the window (locust_latency.py's sampler): how late each process's hub
+    woke when it asked to every interval_ms. p50/p99 within 0.05%, over all processes' samples; per process
+    too (one starved process among several shows there); the worst lag per second as a series; and how many
+    wake-ups were later than the limit that makes lag material against this run's p50 (validity.py)."""
+    lags = [(p.get("pid"), p.get("lag")) for p in latency_parts if (p.get("lag") or {}).get("count")]
+    if not lags:
+        return {}
+    hist = merge_histograms(lag.get("hist") for _, lag in lags)
+    samples = sum(lag["count"] for _, lag in lags)
+    per_second: dict[int, float] = {}
+    for _, lag in lags:
+        for second, worst in (lag.get("per_s") or {}).items():
+            per_second[int(second)] = max(per_second.get(int(second), 0.0), float(worst))
+    limit = lag_limit_ms(latency_p50_ms)
+    over = sum(n for k, n in hist.items() if EXACT_STEP ** k > limit)
+    return {"p50": round(log_percentile(hist, 0.5), 2), "p99": round(log_percentile(hist, 0.99), 2),
+            "limit_ms": round(limit, 2), "over_limit": over,
+            "max": round(max(lag.get("max_ms", 0.0) for _, lag in lags), 2),
+            "mean": round(sum(lag.get("sum_ms", 0.0) for _, lag in lags) / samples, 2), "samples": samples,
+            "interval_ms": lags[0][1].get("interval_ms"),
+            "per_process": [{"pid": pid, "samples": lag["count"],
+                             "p99": round(log_percentile(merge_histograms([lag.get("hist")]), 0.99), 2),
+                             "max": round(lag.get("max_ms", 0.0), 2)} for pid, lag in lags],
+            "series": [[second, worst] for second, worst in sorted(per_second.items())]}
 
 
 def window_thirds(latency_parts: list[dict], start: float, end: float) -> list[dict]:

@@ -8,6 +8,12 @@ it. It also keeps, per 0.25 s of request end time, a coarser histogram (1% bucke
 and, for open-loop users (loadgrid.locust_users sets `loadgrid_slot` on the sending greenlet), the latency
 from the intended send time (the slot) to the response, as wrk2 does.
 
+It also measures the generator's own lag: a greenlet asks to wake every LOADGRID_LAG_INTERVAL_MS (20 ms;
+0 turns it off) and records how late it woke. A process whose hub is starved (no CPU to run on) or busy
+(other users' callbacks, a blocking call in the locustfile) wakes late, and every response that arrived in
+that time was timestamped late by as much: the lag is an error in the measured latency that CPU share alone
+does not show (a starved process uses little CPU). Kept as a 0.1% histogram plus the worst lag per second.
+
 Counting restarts when the measurement window opens (loadgrid's window plugin fires reset_stats). Each
 process writes `<LOADGRID_LATENCY_FILE>.<pid>.part` at quit (temp file + rename); loadgrid merges them.
 It runs inside Locust's gevent world and imports nothing from loadgrid.
@@ -26,6 +32,7 @@ LATENCY_FILE = os.environ.get("LOADGRID_LATENCY_FILE", "")
 STEP = math.log(1.001)  # exact histogram: 0.1% buckets
 COARSE_STEP = math.log(1.01)  # per-time-bin histograms for the window's thirds: 1% buckets
 BIN_S = 0.25
+LAG_INTERVAL_S = float(os.environ.get("LOADGRID_LAG_INTERVAL_MS", "20") or 0) / 1000
 
 
 def key(ms: float, step: float = STEP) -> int:
@@ -34,11 +41,14 @@ def key(ms: float, step: float = STEP) -> int:
 
 def _fresh() -> dict:
     return {"window_start_at": None, "count": 0, "sum_ms": 0.0, "max_ms": 0.0, "hist": {}, "bins": {},
-            "intended": {"count": 0, "sum_ms": 0.0, "max_ms": 0.0, "hist": {}}}
+            "intended": {"count": 0, "sum_ms": 0.0, "max_ms": 0.0, "hist": {}},
+            "lag": {"count": 0, "sum_ms": 0.0, "max_ms": 0.0, "hist": {}, "per_s": {},
+                    "interval_ms": LAG_INTERVAL_S * 1000}}
 
 
 _state = _fresh()
 _times = {"stopped_at": None, "test_start_at": None}
+_sampler = {}
 
 
 def _add(hist: dict, k: int) -> None:
@@ -69,6 +79,21 @@ def _on_request(response_time=None, start_time=None, **_kw):
         _add(intended["hist"], key(total))
 
 
+def _lag_sampler():
+    """Ask to wake every LAG_INTERVAL_S; how late the wake-up came is the hub's scheduling delay."""
+    while _times["stopped_at"] is None:  # after this process's users stopped, nothing it measures is late
+        due = time.perf_counter() + LAG_INTERVAL_S
+        gevent.sleep(LAG_INTERVAL_S)
+        late_ms = max(0.0, (time.perf_counter() - due) * 1000)
+        lag = _state["lag"]  # looked up each time: the window's opening replaces it
+        lag["count"] += 1
+        lag["sum_ms"] += late_ms
+        lag["max_ms"] = max(lag["max_ms"], late_ms)
+        _add(lag["hist"], key(late_ms))
+        second = int(time.time())
+        lag["per_s"][second] = max(lag["per_s"].get(second, 0.0), round(late_ms, 2))
+
+
 @events.reset_stats.add_listener
 def _window_opened(**_kw):
     _state.clear()
@@ -76,8 +101,12 @@ def _window_opened(**_kw):
 
 
 @events.test_start.add_listener
-def _started(**_kw):
+def _started(environment=None, **_kw):
     _times["test_start_at"] = _times["test_start_at"] or time.time()
+    # Only processes that run users measure lag: a master's hub holds no user's clock.
+    runner = getattr(environment, "runner", None)
+    if LAG_INTERVAL_S > 0 and not isinstance(runner, MasterRunner) and not _sampler:
+        _sampler["greenlet"] = gevent.spawn(_lag_sampler)
 
 
 @events.test_stop.add_listener

@@ -142,7 +142,7 @@ def section(record: RunRecord, series: dict | None) -> str:
              f"{esc(record.ended_at)}. Locust's figures above cover the measurement window only.</p>",
              _verdict(record),
              "<h3>Measurement window and whole run</h3>", _totals(record),
-             "<h3>Load generator</h3>", _generator(record),
+             "<h3>Load generator</h3>", _generator(record, t0, t_end),
              "<h3>Container telemetry</h3>", _containers(record, series, t0, t_end),
              "<h3>GPU telemetry</h3>", _gpus(record, series, t0, t_end),
              "<h3>Incidents</h3>", _incidents(record, t0),
@@ -241,7 +241,7 @@ def _clock(t: float | None) -> str:
     return datetime.fromtimestamp(t).astimezone().strftime("%H:%M:%S")
 
 
-def _generator(record: RunRecord) -> str:
+def _generator(record: RunRecord, t0: float = 0.0, t_end: float = 1.0) -> str:
     gen = (record.load.generator if record.load else None) or {}
     if not gen or gen.get("cpu_pct_mean") is None:
         return '<p class="nodata">No load-generator CPU was recorded for this run.</p>'
@@ -261,12 +261,34 @@ def _generator(record: RunRecord) -> str:
         text += (f" Open loop ({esc(loop.get('arrival', '?'))}): intended {_num(loop.get('intended_rate'))} req/s, "
                  f"sent {_num(loop.get('achieved_rate'))} req/s; {_num(loop.get('late', 0))} requests late, "
                  f"{_num(loop.get('dropped', 0))} dropped.")
+    lag = gen.get("lag_ms") or {}
+    if lag:
+        per = lag.get("per_process") or []
+        worst = max(per, key=lambda p: p.get("p99") or 0) if len(per) > 1 else None
+        text += (f" Its event loop's lag (how late it woke when it asked to every {_num(lag.get('interval_ms'))} ms;"
+                 " every response arriving meanwhile is timestamped that much late): p50 "
+                 f"<b>{_num(lag.get('p50'), 2)} ms</b>, p99 <b>{_num(lag.get('p99'), 2)} ms</b>, max "
+                 f"{_num(lag.get('max'), 2)} ms over {lag.get('samples', '?')} wake-ups"
+                 + (f"; worst process p99 {_num(worst.get('p99'), 2)} ms" if worst else "") + ".")
+    else:
+        text += " Its event loop's lag was not measured."
     if record.validity.client_bound:
         text += (' <span class="badge">client-bound</span> The load generator, not the stack, was the bottleneck: '
                  "this run's numbers are invalid.")
     else:
-        text += " Its CPU stayed under the client-bound limit."
-    return f"<p>{text}</p>"
+        text += " Its CPU and lag stayed under the client-bound limits."
+    chart = ""
+    cpu_series = [(t, v) for t, v in gen.get("cpu_series") or []]
+    lag_series = [(t + 0.5, v) for t, v in lag.get("series") or []]  # each second's worst, drawn mid-second
+    if cpu_series or lag_series:
+        times = [t for t, _ in cpu_series + lag_series]
+        lo, hi = min([t0, *times]), max([t_end, *times])
+        window = _window_span(record, hi)
+        chart = ('<div class="charts">'
+                 + time_chart("Locust CPU", "% of its cores", [("CPU", cpu_series)], lo, hi, window, (), 10.0)
+                 + time_chart("Locust event-loop lag (worst per second)", "ms", [("lag", lag_series)], lo, hi,
+                              window, (), 1.0) + "</div>")
+    return f"<p>{text}</p>{chart}"
 
 
 # --- charts ---------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: 
         if load.window and load.window.get("start_at") is None and load.requests:
             reasons.append("users were still spawning when the run ended, so no steady state was measured; "
                            "lengthen run_time or raise the spawn rate")
-        client_bound, why = generator_bound(load.generator, client_cpu_limit_pct)
+        client_bound, why = generator_bound(load.generator, client_cpu_limit_pct,
+                                             (load.latency_ms or {}).get("p50"))
         if client_bound:
             reasons.append(why)
         open_reasons, behind = open_loop_problems(load.open_loop)
@@ -129,14 +130,47 @@ def window_too_short(load: LoadReport, run_time_s: float | None, ramp_up_s: floa
             f"{MIN_WINDOW_REQUESTS})"]
 
 
-def generator_bound(generator: dict, limit_pct: float) -> tuple[bool, str]:
-    """Was the load generator itself the bottleneck? Its CPU over the window against the limit."""
-    used = generator.get("cpu_pct_mean") if generator else None
-    cores = generator.get("cores", 1) if generator else 1
+# The generator's lag is material when its p99 is above LAG_SHARE of the measured p50 latency or
+# LAG_FLOOR_MS, whichever is larger: a response that arrives while the hub is late is timestamped late by
+# that much, so a p99 lag of 5% of the p50 moves the reported tail by about as much. The floor keeps
+# timer jitter on a busy but healthy machine (bench/accuracy.py: p99 3-6 ms with the target alone, and
+# beside the bundled stack) from failing runs whose latencies are tens of ms. Fewer than LAG_MIN_SAMPLES
+# wake-ups (one second at the 20 ms interval) cannot place a p99, and fewer than LAG_MIN_OVER wake-ups
+# over the limit are a hiccup or two (in a 3 s run the p99 of 150 wake-ups is its second worst), not a
+# generator that lagged.
+LAG_SHARE = 0.05
+LAG_FLOOR_MS = 8.0
+LAG_MIN_SAMPLES = 50
+LAG_MIN_OVER = 5
+
+
+def lag_limit_ms(latency_p50_ms: float | None) -> float:
+    return max(LAG_FLOOR_MS, LAG_SHARE * (latency_p50_ms or 0.0))
+
+
+def generator_bound(generator: dict, limit_pct: float, latency_p50_ms: float | None = None) -> tuple[bool, str]:
+    """Was the load generator itself the bottleneck? Its CPU over the window against the limit (as a share
+    of the cores it can use), and its own lag (how late its event loop woke) against the measured latency."""
+    generator = generator or {}
+    used = generator.get("cpu_pct_mean")
+    cores = generator.get("cores", 1)
     if used is not None and used > limit_pct:
-        return True, (f"client-bound: Locust used {used:.0f}% of its {cores} core(s) (limit {limit_pct:.0f}%), "
-                      "so the numbers measure the load generator; raise locust_processes or give it more cores")
-    if generator and generator.get("locust_cpu_warning"):
+        return True, (f"client-bound: Locust used {used:.0f}% of the {cores} core(s) it can use (limit "
+                      f"{limit_pct:.0f}%), so the numbers measure the load generator; raise locust_processes "
+                      "or give it more cores")
+    lag = generator.get("lag_ms") or {}
+    if lag.get("p99") is not None and (lag.get("samples") or 0) >= LAG_MIN_SAMPLES:
+        limit = lag_limit_ms(latency_p50_ms)
+        over = lag.get("over_limit") if lag.get("limit_ms") == round(limit, 2) else None
+        if lag["p99"] > limit and (over is None or over >= LAG_MIN_OVER):
+            cpu = f"{used:.0f}%" if used is not None else "unmeasured"
+            late = f"{over} of {lag['samples']}" if over is not None else f"p99 of {lag['samples']}"
+            return True, (f"client-bound: Locust's event loop woke late (lag p99 {lag['p99']:.1f} ms, max "
+                          f"{lag.get('max', 0):.1f} ms; {late} wake-ups later than {limit:.1f} ms, the limit "
+                          f"max({LAG_FLOOR_MS:g} ms, {LAG_SHARE:.0%} of p50 {latency_p50_ms or 0:.1f} ms)) while "
+                          f"its CPU was {cpu}: it was starved or busy, so its timestamps are late; give it a core "
+                          "of its own or raise locust_processes")
+    if generator.get("locust_cpu_warning"):
         return True, "client-bound: Locust warned that its CPU usage was above 90%"
     return False, ""
 

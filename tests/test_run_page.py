@@ -134,8 +134,13 @@ def test_section_shows_telemetry_window_generator_incidents_and_verdict(locust_r
     section = run_page.section(make_record(result, telemetry=t.summary()), series)
     charts = re.findall(r'<svg class="tchart".*?</svg>', section, flags=re.S)
     titles = [re.search(r'aria-label="([^"]*)"', c).group(1) for c in charts]
-    assert titles == ["CPU per container", "Memory per container"]
-    for chart in charts:
+    assert titles == ["Locust CPU", "Locust event-loop lag (worst per second)", "CPU per container",
+                      "Memory per container"]
+    # the generator's own CPU and lag over time, from the real Locust run's record
+    lag = result.generator["lag_ms"]
+    assert f"p99 <b>{lag['p99']:.2f} ms</b>" in section and f"over {lag['samples']} wake-ups" in section
+    assert charts[0].count('<path class="tseries"') == 1 and charts[1].count('<path class="tseries"') == 1
+    for chart in charts[2:]:
         assert chart.count('<path class="tseries"') == 3 and "window start" in chart
         assert re.findall(r'class="legend">([^<]*)<', chart)[:3] == ["gateway-1", "model-1", "model-2"]
         assert 'class="window"' in chart and "loadgrid-cpu-model-2: die, exit code 137" in chart  # event marked
@@ -167,7 +172,8 @@ def test_gpu_charts_when_sampled(locust_run):
     series, t = series_for(result, gpus=True)
     section = run_page.section(make_record(result, telemetry=t.summary()), series)
     titles = re.findall(r'<svg class="tchart"[^>]*aria-label="([^"]*)"', section)
-    assert titles == ["CPU per container", "Memory per container", "GPU utilisation", "GPU memory used", "GPU power"]
+    assert titles[2:] == ["CPU per container", "Memory per container", "GPU utilisation", "GPU memory used",
+                          "GPU power"]
     assert "GPU 0: NVIDIA A10G" in section and "GPU 1: Tesla T4" in section and "no GPU telemetry" not in section
     assert '<td class="l">1</td><td class="l">Tesla T4</td><td>8</td><td>83.5</td><td>87</td>' in section
 
