@@ -87,7 +87,8 @@ def diagnose(record: RunRecord) -> dict:
         if host["cpu_pct_mean"] >= HOST_BUSY_PCT:
             found["host"] = f"{line} ({shares}; 100% = one core)" if shares else line
     else:
-        why = telemetry.get("host_absent") or ("no stack watched (target mode)" if not containers else "not recorded")
+        why = telemetry.get("host_absent") or ("target mode: the endpoint's machine is not watched" if record.target
+                                               else "not recorded")
         checked.append(f"host CPU: {why}")
         missing.append(f"host CPU ({why})")
 
@@ -140,8 +141,9 @@ def _generator(record: RunRecord, checked: list[str]) -> str:
     words.append(f"lag p99 {p99:g} ms" if p99 is not None else "lag not recorded")
     p50 = (record.load.latency_ms or {}).get("p50") if record.load else None
     material = p99 is not None and p99 >= LAG_FLOOR_MS and bool(p50) and p99 >= LAG_SHARE * p50
-    checked.append(f"generator: {', '.join(words)}; client-bound: {'yes' if record.validity.client_bound else 'no'}"
-                   + (f" (lag material at {LAG_SHARE:.0%} of p50 {p50:g} ms)" if p99 is not None and p50 else ""))
+    checked.append(f"generator: {', '.join(words)}"
+                   + (f" (lag material at {LAG_SHARE:.0%} of p50 {p50:g} ms)" if p99 is not None and p50 else "")
+                   + ("; the verdict says client-bound" if record.validity.client_bound else ""))
     if not (record.validity.client_bound or material):
         return ""
     why = next((r for r in record.validity.reasons if r.startswith("client-bound")), "")
