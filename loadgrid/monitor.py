@@ -48,7 +48,9 @@ class Telemetry:
         samples inside it count, so ramp-up and stop do not dilute the figures a bottleneck is judged on.
         Without a window, or when no sample fell inside it, the whole run is used; `interval` says which."""
         out: dict = {"containers": {}, "gpus": {}}
-        for name, samples in sorted(self.containers.items()):
+        # Every container watched is listed, also one that sent no stats frame yet (samples 0).
+        for name in sorted(set(self.containers) | set(self.limits)):
+            samples = self.containers.get(name, [])
             inside = _inside(samples, window, lambda s: s[0])
             cpu = [s[1] for s in inside or samples]
             mem = [s[2] for s in samples]

@@ -8,8 +8,11 @@ against a fake Docker client and a fake `nvml` module object that replay them.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import threading
 import time
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -452,3 +455,49 @@ def test_monitor_does_not_sample_host_cpu_of_a_remote_engine(tmp_path):
         pass
     summary = mon.telemetry.summary()
     assert "host" not in summary and "https://build-box:2376" in summary["host_absent"]
+
+
+# --- Monitor, against the real engine -----------------------------------------------------------------------
+
+def base_image() -> str:
+    """The image the stack is built on (setup.sh writes it to .env): small, and already on a set-up machine."""
+    from conftest import ROOT
+
+    env_file = ROOT / ".env"
+    for line in env_file.read_text().splitlines() if env_file.exists() else []:
+        if line.startswith("LOADGRID_BASE_IMAGE="):
+            return line.split("=", 1)[1]
+    return os.environ.get("LOADGRID_BASE_IMAGE", "python:3.11-slim")
+
+
+@pytest.mark.docker
+def test_monitor_on_the_real_engine_reads_cpu_limits_and_samples_host_cpu():
+    """A container limited to half a core (busy) and one without a limit (idle), watched for a few samples."""
+    from conftest import project_resources
+
+    project = f"lgtest-limits-{uuid.uuid4().hex[:8]}"
+
+    def start(service: str, *args: str) -> str:
+        proc = subprocess.run(["docker", "run", "-d", "--label", f"com.docker.compose.project={project}",
+                               "--label", f"com.docker.compose.service={service}", "--name", f"{project}-{service}-1",
+                               *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return f"{project}-{service}-1"
+
+    try:
+        busy = start("model", "--cpus", "0.5", base_image(), "sh", "-c", "while :; do :; done")
+        idle = start("gateway", base_image(), "sleep", "120")
+        with Monitor(project, "model", interval_s=0.5) as mon:
+            assert wait_until(lambda: len(mon.telemetry.host) >= 3
+                              and len(mon.telemetry.containers.get(busy, [])) >= 2, timeout=60), mon.telemetry
+        summary = mon.telemetry.summary()
+    finally:
+        subprocess.run(["docker", "rm", "-f", f"{project}-model-1", f"{project}-gateway-1"], capture_output=True,
+                       timeout=60)
+    assert project_resources(project) == ([], [])
+    host = summary["host"]
+    assert host["cores"] == os.cpu_count() and host["samples"] >= 3 and host["interval"] == "whole run"
+    assert 0 < host["cpu_pct_mean"] <= 100  # the busy container alone keeps some of it busy
+    assert summary["containers"][busy]["cpu_limit_cores"] == 0.5 and summary["containers"][busy]["service"] == "model"
+    assert summary["containers"][idle]["cpu_limit_cores"] == host["cores"]  # no limit: the host's cores
+    assert summary["containers"][busy]["cpu_pct_mean"] > 0
