@@ -82,7 +82,7 @@ def diagnose(record: RunRecord) -> dict:
 
     if host.get("cpu_pct_mean") is not None and host.get("cores"):
         interval = host.get("interval", "whole run")
-        line = f"host CPU {host['cpu_pct_mean']:.0f}% of {host['cores']} cores over the {interval}"
+        line = f"host CPU {_pct(host['cpu_pct_mean'])} of {host['cores']} cores over the {interval}"
         checked.append(f"{line} (busy at {HOST_BUSY_PCT:.0f}%)")
         if host["cpu_pct_mean"] >= HOST_BUSY_PCT:
             found["host"] = f"{line} ({shares}; 100% = one core)" if shares else line
@@ -119,6 +119,11 @@ def diagnose(record: RunRecord) -> dict:
 def of(record: RunRecord) -> dict:
     """The stored diagnosis, or one made now for a record written before diagnoses were stored."""
     return record.bottleneck or diagnose(record)
+
+
+def _pct(value: float) -> str:
+    """One decimal where it has one: 84.9% must not read as the 85% threshold it missed."""
+    return f"{round(value, 1):g}%"
 
 
 def _result(kind: str, detail: str, checked: list[str]) -> dict:
@@ -190,7 +195,7 @@ def _replica_detail(replicas: list[str], containers: dict, host_cores: int | Non
     usable = min(sum(limits), host_cores) if host_cores else sum(limits)
     share = sum(used) / 100 / usable if usable else 0.0
     each = ", ".join(f"{u:.0f}%" for u in used)
-    line = (f"replicas' CPU {sum(used):.0f}% ({each}), {share:.0%} of the {usable:g} cores they may use "
+    line = (f"replicas' CPU {sum(used):.0f}% ({each}), {_pct(100 * share)} of the {usable:g} cores they may use "
             f"(limits {'+'.join(f'{lim:g}' for lim in limits)})")
     checked.append(f"{line} (busy at {REPLICAS_BUSY_SHARE:.0%})")
     return f"the replicas were at their CPU limit: {line}" if share >= REPLICAS_BUSY_SHARE else ""
@@ -204,6 +209,6 @@ def _gateway_detail(name: str, container: dict, checked: list[str], missing: lis
         missing.append(f"gateway {what} (not recorded)")
         return ""
     share = used / 100 / limit
-    line = f"gateway {name} CPU {used:.0f}%, {share:.0%} of the {limit:g} cores it may use"
+    line = f"gateway {name} CPU {used:.0f}%, {_pct(100 * share)} of the {limit:g} cores it may use"
     checked.append(f"{line} (busy at {GATEWAY_BUSY_SHARE:.0%})")
     return f"the gateway was at its CPU limit: {line}" if share >= GATEWAY_BUSY_SHARE else ""

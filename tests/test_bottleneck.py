@@ -63,7 +63,7 @@ def test_replicas_at_their_cpu_limit():
     r = record(tel=telemetry(host=60.0, replicas=(95.0, 92.0), replica_limit=1.0, cores=4))
     d = bottleneck.diagnose(r)
     assert d["kind"] == "replicas"
-    assert "187% (95%, 92%), 94% of the 2 cores they may use (limits 1+1)" in d["detail"]
+    assert "187% (95%, 92%), 93.5% of the 2 cores they may use (limits 1+1)" in d["detail"]
 
 
 def test_replicas_without_a_limit_are_judged_against_the_hosts_cores():
@@ -78,6 +78,10 @@ def test_gateway_at_its_cpu_limit():
     r = record(tel=telemetry(host=60.0, replicas=(30.0, 30.0), gateway=92.0, gateway_limit=1.0, cores=4))
     d = bottleneck.diagnose(r)
     assert d["kind"] == "gateway" and "92%, 92% of the 1 cores it may use" in d["detail"]
+    # just under a threshold reads as under it, not rounded up to it
+    d = bottleneck.diagnose(record(tel=telemetry(host=84.9)))
+    assert d["kind"] == "none found" and "host CPU 84.9% of 2 cores over the measurement window (busy at 85%)" in \
+        d["checked"]
 
 
 def test_generator_client_bound_and_lag():
@@ -207,3 +211,42 @@ def test_run_table_and_run_page_show_it():
 def test_every_kind_is_explained_in_the_readme(project_root, kind_name):
     text = (project_root / "README.md").read_text()
     assert f"**{kind_name}**" in text
+
+
+@pytest.mark.docker
+def test_a_real_run_records_host_cpu_container_limits_and_its_bottleneck(tmp_path):
+    """One 10 s point on the bundled stack (1 replica): the record holds what the diagnosis was made from."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    from conftest import ROOT, free_port, project_resources
+    from test_e2e_docker import write_config
+
+    project = f"lgtest-bn-{uuid.uuid4().hex[:8]}"
+    output = tmp_path / "reports"
+    config = write_config(tmp_path / "config.yaml", output, free_port(), project, num_models_list="[1]")
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), "--config", str(config)],
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    finally:
+        subprocess.run(["docker", "compose", "-p", f"{project}-cpu", "down", "-v", "--remove-orphans"],
+                       capture_output=True, timeout=180)
+    assert project_resources(f"{project}-cpu") == ([], [])
+    data = json.loads((output / "cpu" / "1_4_2.json").read_text())
+    host = data["telemetry"]["host"]
+    assert host["cores"] == os.cpu_count() and host["samples"] >= 3 and host["interval"] == "measurement window"
+    assert 0 < host["cpu_pct_mean"] <= 100
+    containers = data["telemetry"]["containers"]
+    assert {c["service"] for c in containers.values()} == {"model", "gateway"}
+    assert all(c["cpu_limit_cores"] == host["cores"] for c in containers.values())  # the bundled stack sets none
+    assert all(c["cpu_interval"] == "measurement window" for c in containers.values())
+    limit = data["bottleneck"]
+    assert limit["kind"] in bottleneck.KINDS and limit["kind"] != "unknown", limit
+    assert any(c.startswith("host CPU") for c in limit["checked"]), limit
+    rows = list(csv.DictReader(io.StringIO((output / "summary.csv").read_text())))
+    assert rows[0]["bottleneck"] == limit["kind"] and rows[0]["bottleneck_detail"] == limit["detail"]
+    assert ">bottleneck</th>" in (output / "index.html").read_text()
+    assert f"Bottleneck: {limit['kind']}" in (output / "cpu" / "1_4_2.html").read_text()
