@@ -27,6 +27,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 
+from . import bottleneck
 from .plan import format_number
 from .store import RunRecord
 
@@ -534,13 +535,35 @@ def _scaling_sentences(records: list[RunRecord]) -> list[Conclusion]:
                  f"{fmt_rps(base.peak.rps)} req/s at their peaks)"]
         parts += [f"{s.replicas} give {s.ratio:.2f}x (efficiency {fmt_pct(s.efficiency)}: {fmt_rps(s.peak.rps)} req/s)"
                   for s in rows[2:]]
-        text = f"{variant}: " + "; ".join(parts) + "."
+        text = f"{variant}: " + "; ".join(parts) + _limit_clause(records, rows) + "."
         worst = min(rows[1:], key=lambda s: s.efficiency)
         if worst.efficiency < 0.5:
             text += (f" At {replicas_text(worst.replicas)} more than half the added capacity is lost "
                      f"(efficiency {fmt_pct(worst.efficiency)}): the bottleneck is elsewhere.")
         out.append(Conclusion(text, tuple(x for s in rows for x in s.peak.ids), see="scaling"))
     return out
+
+
+def _limit_clause(records: list[RunRecord], rows: list[Scaling]) -> str:
+    """Where a scaling figure is not the stack's: peaks limited by the host's cores (or the gateway, or the
+    generator), named with the figures, so a machine's ceiling does not read as how the stack scales."""
+    by_id = {r.id: r for r in records}
+    limited: dict[str, list[str]] = {}
+    for row in rows:
+        for run_id in row.peak.ids:
+            limit = bottleneck.of(by_id[run_id]) if run_id in by_id else {}
+            if limit.get("kind") in ("host", "gateway", "generator"):
+                figure = limit["detail"].split(" (")[0]
+                limited.setdefault(limit["kind"], []).append(f"{replicas_text(row.replicas)} ({figure}, {run_id})")
+                break
+    text = ""
+    if "host" in limited:
+        text += (f", but the host's cores were the limit at {' and at '.join(limited['host'])}: this is the "
+                 f"machine's ceiling, not the stack's scaling")
+    for kind in ("gateway", "generator"):
+        if kind in limited:
+            text += f"; the {kind} was the limit at {' and at '.join(limited[kind])}"
+    return text
 
 
 def _saturation_sentences(records: list[RunRecord]) -> list[Conclusion]:

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import capacity, gpu, load, quiesce, store, validity
+from . import bottleneck, capacity, gpu, load, quiesce, store, validity
 from . import payload as payload_mod
 from . import plan as plan_mod
 from .config import TARGET_VARIANT, Config
@@ -353,6 +353,7 @@ def _finish(config: Config, outcome: GridOutcome, record: RunRecord, say, progre
     spec = _spec_of(record)
     files = load.RunFiles.for_run(spec, config.output_dir)
     record.fingerprint = plan_mod.fingerprint(config, spec)
+    record.bottleneck = bottleneck.diagnose(record)
     store.write(record, files.record)
     outcome.records.append(record)
     say(f"{progress.end(spec)}: {summary_line(record)}")
@@ -511,7 +512,7 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timin
         incidents = _incidents(stack, monitor, after)
         stack.logs(files.stack_log)
         store.write_atomic(files.telemetry_json, json.dumps({
-            "containers": monitor.telemetry.containers, "gpus": monitor.telemetry.gpus,
+            "containers": monitor.telemetry.containers, "gpus": monitor.telemetry.gpus, "host": monitor.telemetry.host,
             "events": [e.__dict__ for e in monitor.events]}) + "\n")
         t.probe_s += time.monotonic() - t0
         reports = [_replica_report(r, probes_before.get(r.container_id, {}), probes_after.get(r.container_id, {}))
@@ -537,8 +538,17 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timin
         run_time_s=spec.run_time_s, host=config.host, status=status, started_at=started_at, ended_at=ended_at,
         stack=_stack_report(config, spec, stack, after, reports) if stack else _no_stack(spec), load=load_report,
         validity=verdict, error=error, files=names, repeat=spec.repeat, incidents=incidents,
-        telemetry=monitor.telemetry.summary() if monitor else {}, quiesce=quiet, **run_fields(config, spec),
+        telemetry=monitor.telemetry.summary(_window_bounds(load_report)) if monitor else {}, quiesce=quiet,
+        **run_fields(config, spec),
     )
+
+
+def _window_bounds(load_report: LoadReport | None) -> tuple[float, float] | None:
+    """The measurement window (epoch seconds), so the stack's CPU is summarised over what the figures cover."""
+    window = (load_report.window if load_report else None) or {}
+    if window.get("start_at") is None or window.get("end_at") is None:
+        return None
+    return window["start_at"], window["end_at"]
 
 
 def _load_words(config: Config, spec: RunSpec) -> str:

@@ -1,8 +1,9 @@
-"""What the stack did during a run, watched alongside Locust: Docker events, container stats, GPU samples.
+"""What the stack did during a run, watched alongside Locust: Docker events, container stats, host CPU, GPU samples.
 
 `Monitor` is a context manager around one load run. Threads stream from the Docker engine (SDK for
-Python) and, when a GPU is in use, poll NVML about once a second; on exit they stop and the results are
-summarised for the run's record. Nothing here decides validity: `validity` judges what is gathered.
+Python), poll the host's CPU from /proc/stat and, when a GPU is in use, poll NVML about once a second; on
+exit they stop and the results are summarised for the run's record. Nothing here decides validity:
+`validity` judges what is gathered, `bottleneck` names what limited the run.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .stack import PROJECT_LABEL, SERVICE_LABEL
+from .stack import PROJECT_LABEL, SERVICE_LABEL, cpu_limit_cores
 
 # Container events that mean a replica was not whole during the run.
 BAD_ACTIONS = ("die", "oom", "kill", "restart", "health_status: unhealthy")
@@ -30,29 +32,81 @@ class ContainerEvent:
 
 @dataclass
 class Telemetry:
-    """Per-container samples: {name: [(t, cpu_pct, mem_bytes)]}, per-GPU samples: {index: [..]}."""
+    """Per-container samples: {name: [(t, cpu_pct, mem_bytes)]}, per-GPU samples: {index: [..]}, host CPU samples
+    [(began, ended, pct of all cores)], and per container what it may use: {name: {"service", "cpu_limit_cores"}}."""
 
     containers: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)
     gpus: dict[str, list[dict]] = field(default_factory=dict)
     gpu_absent_reason: str | None = None
+    host: list[tuple[float, float, float]] = field(default_factory=list)
+    host_cores: int | None = None
+    host_absent_reason: str | None = None
+    limits: dict[str, dict] = field(default_factory=dict)
 
-    def summary(self) -> dict:
+    def summary(self, window: tuple[float, float] | None = None) -> dict:
+        """Means and maxima; with `window` (start, end as epoch seconds: the measurement window) only the CPU
+        samples inside it count, so ramp-up and stop do not dilute the figures a bottleneck is judged on.
+        Without a window, or when no sample fell inside it, the whole run is used; `interval` says which."""
         out: dict = {"containers": {}, "gpus": {}}
-        for name, samples in sorted(self.containers.items()):
-            cpu = [s[1] for s in samples]
+        # Every container watched is listed, also one that sent no stats frame yet (samples 0).
+        for name in sorted(set(self.containers) | set(self.limits)):
+            samples = self.containers.get(name, [])
+            inside = _inside(samples, window, lambda s: s[0])
+            cpu = [s[1] for s in inside or samples]
             mem = [s[2] for s in samples]
+            limit = self.limits.get(name, {})
             out["containers"][name] = {
                 "samples": len(samples),
                 "cpu_pct_mean": round(sum(cpu) / len(cpu), 1) if cpu else None,
                 "cpu_pct_max": round(max(cpu), 1) if cpu else None,
                 "mem_mb_mean": round(sum(mem) / len(mem) / 2**20, 1) if mem else None,
                 "mem_mb_max": round(max(mem) / 2**20, 1) if mem else None,
+                # 100 = one core, like cpu_pct_*; the host's cores when the container has no CPU limit
+                "cpu_limit_cores": limit.get("cpu_limit_cores"),
+                "service": limit.get("service"),
+                "cpu_interval": "measurement window" if inside else "whole run",
             }
         for index, samples in sorted(self.gpus.items()):
             out["gpus"][index] = summarise_gpu(samples)
         if self.gpu_absent_reason:
             out["gpu_absent"] = self.gpu_absent_reason
+        if self.host or self.host_cores:
+            # A host sample covers (began, ended); it counts when its middle is inside the window.
+            inside = _inside(self.host, window, lambda s: (s[0] + s[1]) / 2)
+            pct = [s[2] for s in inside or self.host]
+            out["host"] = {"cores": self.host_cores, "cpu_pct_mean": round(sum(pct) / len(pct), 1) if pct else None,
+                           "cpu_pct_max": round(max(pct), 1) if pct else None, "samples": len(pct),
+                           "interval": "measurement window" if inside else "whole run"}
+        if self.host_absent_reason:
+            out["host_absent"] = self.host_absent_reason
         return out
+
+
+def _inside(samples: list, window: tuple[float, float] | None, when) -> list:
+    if not window or window[0] is None or window[1] is None:
+        return []
+    return [s for s in samples if window[0] <= when(s) <= window[1]]
+
+
+def read_proc_stat(text: str) -> tuple[int, int, int]:
+    """(busy, total, cores) in clock ticks from /proc/stat: the `cpu` line sums every core; idle and iowait are
+    not busy (a core waiting on I/O could run something else)."""
+    busy = total = cores = 0
+    for line in text.splitlines():
+        name, *ticks = line.split()
+        if name == "cpu":
+            values = [int(v) for v in ticks[:8]]  # user nice system idle iowait irq softirq steal (guest is in user)
+            total = sum(values)
+            busy = total - values[3] - (values[4] if len(values) > 4 else 0)
+        elif name.startswith("cpu") and name[3:].isdigit():
+            cores += 1
+    return busy, total, cores
+
+
+def host_cpu_pct(before: tuple[int, int, int], after: tuple[int, int, int]) -> float | None:
+    """Percent of all the host's cores busy between two /proc/stat readings (100 = every core busy)."""
+    total = after[1] - before[1]
+    return None if total <= 0 else 100.0 * (after[0] - before[0]) / total
 
 
 def summarise_gpu(samples: list[dict]) -> dict:
@@ -125,7 +179,7 @@ class Monitor:
     """Watch a compose project while one load run goes on."""
 
     def __init__(self, project: str, service: str, gpu: bool = False, client=None, nvml=None,
-                 interval_s: float = 1.0):
+                 interval_s: float = 1.0, proc_stat: str | None = "/proc/stat"):
         import docker
 
         self.project = project
@@ -140,6 +194,7 @@ class Monitor:
         self._lock = threading.Lock()
         self._gpu = gpu
         self._nvml = nvml
+        self._proc_stat = proc_stat
         self.started_at = 0.0
 
     def __enter__(self) -> Monitor:
@@ -148,8 +203,15 @@ class Monitor:
                                     filters={"type": "container", "label": f"{PROJECT_LABEL}={self.project}"})
         self._streams.append(events)
         self._spawn(self._watch_events, events)
+        host = self._host_stat()
         for container in self.client.containers.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}):
+            attrs = getattr(container, "attrs", None) or {}  # the SDK's list() inspects each container
+            self.telemetry.limits[container.name] = {
+                "service": ((attrs.get("Config") or {}).get("Labels") or {}).get(SERVICE_LABEL),
+                "cpu_limit_cores": cpu_limit_cores(attrs, self.telemetry.host_cores) if attrs else None}
             self._spawn(self._watch_stats, container)
+        if host is not None:
+            self._spawn(self._poll_host, host)
         if self._gpu:
             try:
                 sampler = NvmlSampler(self._nvml)
@@ -207,6 +269,37 @@ class Monitor:
                     self.telemetry.containers.setdefault(name, []).append((time.time(), round(cpu, 1), mem))
         except Exception:  # container went away mid-run: its samples so far are kept
             return
+
+    def _host_stat(self) -> tuple[int, int, int] | None:
+        """The first /proc/stat reading, or None with why host CPU is not sampled: only the engine's own machine
+        says what the containers competed for."""
+        base_url = str(getattr(getattr(self.client, "api", None), "base_url", "http+docker://localhost"))
+        if not any(local in base_url for local in ("http+docker://localhost", "localnpipe", "127.0.0.1", "[::1]")):
+            self.telemetry.host_absent_reason = f"the Docker engine ({base_url}) is not this machine"
+            return None
+        try:
+            first = read_proc_stat(Path(self._proc_stat).read_text()) if self._proc_stat else None
+        except OSError as exc:  # no /proc (macOS, Windows): recorded, not fatal
+            first = None
+            self.telemetry.host_absent_reason = f"host CPU not sampled: {exc}"
+        if first is None or not first[2]:
+            self.telemetry.host_absent_reason = self.telemetry.host_absent_reason or "host CPU not sampled"
+            return None
+        self.telemetry.host_cores = first[2]
+        return first
+
+    def _poll_host(self, last: tuple[int, int, int]) -> None:
+        then = time.time()
+        while not self._stop.wait(self.interval_s):
+            try:
+                now, reading = time.time(), read_proc_stat(Path(self._proc_stat).read_text())
+            except (OSError, ValueError):  # /proc went away or read oddly: the samples so far are kept
+                return
+            pct = host_cpu_pct(last, reading)
+            if pct is not None:
+                with self._lock:
+                    self.telemetry.host.append((then, now, round(pct, 1)))
+            then, last = now, reading
 
     def _poll_gpu(self, sampler: NvmlSampler) -> None:
         try:

@@ -18,14 +18,15 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, capacity, run_page, store
+from . import analysis, bottleneck, capacity, run_page, store
 from .analysis import Conclusion, Estimate, Point, PointStats, fmt_ms, fmt_pct, fmt_rps, replicas_text
 from .plan import format_number
 from .store import RunRecord
 
 SUMMARY_COLUMNS = ["id", "variant", "models", "users", "spawn_rate", "status", "requests", "failures", "rps",
                    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "valid", "reasons", "report",
-                   "client_bound", "generator_cpu_pct", "generator_cores", "window_s", "warmup_s", "repeat"]
+                   "client_bound", "generator_cpu_pct", "generator_cores", "window_s", "warmup_s", "bottleneck",
+                   "bottleneck_detail", "repeat"]
 POINTS_COLUMNS = ["point", "variant", "models", "users", "spawn_rate", "runs", "valid_runs",
                   "rps_mean", "rps_ci_low", "rps_ci_high", "p50_ms_mean", "p50_ms_ci_low", "p50_ms_ci_high",
                   "p95_ms_mean", "p95_ms_ci_low", "p95_ms_ci_high", "rps_cv", "p50_cv", "p95_cv", "wide_spread",
@@ -44,6 +45,7 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
         lat = r.load.latency_ms if r.load else {}
         gen = (r.load.generator if r.load else None) or {}
         window = (r.load.window if r.load else None) or {}
+        limit = bottleneck.of(r)
         rows.append({
             "id": r.id, "variant": r.variant, "models": r.models, "users": r.users,
             "spawn_rate": format_number(r.spawn_rate), "status": r.status,
@@ -56,6 +58,7 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
             "generator_cpu_pct": _blank(gen.get("cpu_pct_mean")), "generator_cores": _blank(gen.get("cores")),
             "window_s": _blank(window.get("duration_s") if window.get("start_at") is not None else None),
             "warmup_s": _blank(window.get("warmup_s")),
+            "bottleneck": limit["kind"], "bottleneck_detail": limit["detail"],
             "repeat": r.repeat,
         })
     return rows
@@ -403,7 +406,7 @@ def verdict_html(record: RunRecord) -> str:
 
 def runs_table(records: list[RunRecord]) -> str:
     head = ["run", "variant", "replicas", "users", "spawn/s", "requests", "failures", "req/s", "p50 ms",
-            "p90 ms", "p95 ms", "p99 ms", "max ms", "window", "Locust CPU", "verdict"]
+            "p90 ms", "p95 ms", "p99 ms", "max ms", "window", "Locust CPU", "bottleneck", "verdict"]
     rows = []
     for r in sorted(records, key=sort_key):
         lat = r.load.latency_ms if r.load else {}
@@ -421,10 +424,20 @@ def runs_table(records: list[RunRecord]) -> str:
         cells.append(_td(window, window_sort, "l"))
         cpu_cell = f'<span title="{esc(cpu_tip)}">{cpu}</span>' if cpu_tip else cpu
         cells.append(_td(cpu_cell, cpu_sort, "bad" if r.validity.client_bound else ""))
+        cells.append(bottleneck_td(r))
         cells.append(_td(verdict_html(r), cls="verdict"))
         cls = "" if ok else ' class="excluded"'
         rows.append(f'<tr id="{anchor(r.id)}"{cls}>' + "".join(cells) + "</tr>")
-    return table(head, rows, left=("run", "variant", "window", "verdict"), css="sortable runs")
+    return table(head, rows, left=("run", "variant", "window", "bottleneck", "verdict"), css="sortable runs")
+
+
+def bottleneck_td(record: RunRecord) -> str:
+    """What limited the run, the figures in its tooltip; a host limit in red: it is the machine's, not the stack's."""
+    limit = bottleneck.of(record)
+    checked = "; ".join(limit.get("checked") or [])
+    tip = limit["detail"] + (f" — checked: {checked}" if checked else "")
+    return _td(f'<span title="{esc(tip)}">{esc(limit["kind"])}</span>', limit["kind"],
+               "l bad" if limit["kind"] == "host" else "l")
 
 
 def _change_td(r: float | None, higher_is_better: bool) -> str:
@@ -699,8 +712,11 @@ Saturation: the smallest user count after which throughput never again rose by
 <p class="small">Each run links to its Locust report (with the stack's telemetry added below Locust's own
 charts). Window: the measurement window the figures cover (from when every user was spawned, after the
 warm-up, to the end). Locust CPU: the load generator's mean CPU over the window, as a share of the cores it may
-use; a run where it was the bottleneck is marked <span class="badge">client-bound</span> and is invalid. Click a
-column heading to sort.</p>
+use; a run where it was the bottleneck is marked <span class="badge">client-bound</span> and is invalid.
+Bottleneck: what limited the run, judged from its telemetry over the window (hover for the figures and what was
+checked): a failing replica, the generator, the host (every core busy: the machine's ceiling, in red), the
+replicas or the gateway at their CPU limit, none found, or unknown (not recorded). Click a column heading to
+sort.</p>
 {runs_table(records)}
 <script>{SCRIPT}</script>
 </body></html>

@@ -17,7 +17,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from . import store
+from . import bottleneck, store
 from .errors import UserError
 from .store import RunRecord
 
@@ -140,7 +140,7 @@ def section(record: RunRecord, series: dict | None) -> str:
              f"{record.users} users, spawn rate {record.spawn_rate:g}/s, run time {record.run_time_s} s"
              f"{f', repeat {record.repeat}' if record.repeat > 1 else ''}; {esc(record.started_at)} → "
              f"{esc(record.ended_at)}. Locust's figures above cover the measurement window only.</p>",
-             _verdict(record),
+             _verdict(record), _bottleneck(record),
              "<h3>Measurement window and whole run</h3>", _totals(record),
              "<h3>Load generator</h3>", _generator(record, t0, t_end),
              "<h3>Container telemetry</h3>", _containers(record, series, t0, t_end),
@@ -162,6 +162,17 @@ def _verdict(record: RunRecord) -> str:
     ok = record.status == "completed" and v.valid
     return (f'<div class="verdict {"ok" if ok else "bad"}"><b>Verdict: {head}</b>{badge}'
             + (f"<ul>{reasons}</ul>" if reasons else "") + "</div>")
+
+
+def _bottleneck(record: RunRecord) -> str:
+    """What limited the run, with the figures, and every check made (bottleneck.diagnose)."""
+    limit = bottleneck.of(record)
+    note = (" This is the machine's ceiling, not the stack's: more replicas on this host cannot raise it."
+            if limit["kind"] == "host" else "")
+    checked = "".join(f"<li>{esc(c)}</li>" for c in limit.get("checked") or [])
+    return (f"<p><b>Bottleneck: {esc(limit['kind'])}</b> — {esc(limit['detail'])}.{note}</p>"
+            + (f'<details class="small"><summary>What was checked</summary><ul>{checked}</ul></details>'
+               if checked else ""))
 
 
 def _num(value, digits: int = 1) -> str:

@@ -253,6 +253,34 @@ def _replica(item: dict) -> Replica:
     )
 
 
+def cpu_limit_cores(item: dict, host_cores: int | None) -> float | None:
+    """The cores a container may use, from its `docker inspect` HostConfig: the tightest of `--cpus` (NanoCpus),
+    a CFS quota (CpuQuota / CpuPeriod) and a cpuset (CpusetCpus, e.g. "0-1,3"); the host's cores when none is set.
+
+    None when neither a limit nor the host's cores are known: "at its limit" cannot be judged then.
+    """
+    config = item.get("HostConfig") or {}
+    limits = []
+    if config.get("NanoCpus"):
+        limits.append(config["NanoCpus"] / 1e9)
+    if (config.get("CpuQuota") or 0) > 0:
+        limits.append(config["CpuQuota"] / (config.get("CpuPeriod") or 100_000))  # the kernel's default period
+    if config.get("CpusetCpus"):
+        limits.append(float(_cpuset_size(config["CpusetCpus"])))
+    if host_cores:
+        limits.append(float(host_cores))
+    return round(min(limits), 3) if limits else None
+
+
+def _cpuset_size(cpuset: str) -> int:
+    count = 0
+    for part in cpuset.split(","):
+        low, _, high = part.strip().partition("-")
+        if low:
+            count += int(high or low) - int(low) + 1
+    return count
+
+
 @contextmanager
 def running(stack: ComposeStack) -> Iterator[ComposeStack]:
     """Start from a clean slate and always tear down: on success, error, Ctrl-C or SIGTERM."""

@@ -118,6 +118,9 @@ class RunRecord:
     payload: dict = field(default_factory=dict)  # kind, source (and url), send_as, items, content_type, expect
     # Before the run: how loadgrid waited for an idle stack (see quiesce.py): method, waited_s, idle, detail.
     quiesce: dict = field(default_factory=dict)
+    # What limited the run (bottleneck.diagnose): kind, detail, checked. Empty in records written before it;
+    # reports diagnose those from their telemetry (bottleneck.of).
+    bottleneck: dict = field(default_factory=dict)
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,8 +8,11 @@ against a fake Docker client and a fake `nvml` module object that replay them.
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
 import threading
 import time
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -150,11 +153,56 @@ def test_telemetry_summary():
     }, gpu_absent_reason="not a GPU run")
     s = t.summary()
     assert list(s["containers"]) == ["loadgrid-cpu-empty-1", "loadgrid-cpu-gateway-1", "loadgrid-cpu-model-1"]
+    unknown_limit = {"cpu_limit_cores": None, "service": None, "cpu_interval": "whole run"}
     assert s["containers"]["loadgrid-cpu-model-1"] == {"samples": 3, "cpu_pct_mean": 90.2, "cpu_pct_max": 100.0,
-                                                       "mem_mb_mean": 310.0, "mem_mb_max": 320.0}
+                                                       "mem_mb_mean": 310.0, "mem_mb_max": 320.0, **unknown_limit}
     assert s["containers"]["loadgrid-cpu-empty-1"] == {"samples": 0, "cpu_pct_mean": None, "cpu_pct_max": None,
-                                                       "mem_mb_mean": None, "mem_mb_max": None}
+                                                       "mem_mb_mean": None, "mem_mb_max": None, **unknown_limit}
     assert s["gpus"] == {} and s["gpu_absent"] == "not a GPU run"
+    assert "host" not in s  # nothing sampled the host
+
+
+def test_telemetry_summary_counts_only_the_window_when_given():
+    t = Telemetry(containers={"m": [(1.0, 10.0, MiB), (5.0, 90.0, MiB), (6.0, 100.0, MiB), (9.0, 5.0, MiB)]},
+                  host=[(0.0, 1.0, 20.0), (4.5, 5.5, 96.0), (5.5, 6.5, 98.0), (8.5, 9.5, 30.0)], host_cores=2,
+                  limits={"m": {"service": "model", "cpu_limit_cores": 1.5}})
+    s = t.summary(window=(4.0, 7.0))
+    m = s["containers"]["m"]
+    assert (m["cpu_pct_mean"], m["cpu_pct_max"], m["cpu_interval"]) == (95.0, 100.0, "measurement window")
+    assert m["samples"] == 4 and m["cpu_limit_cores"] == 1.5 and m["service"] == "model"
+    assert s["host"] == {"cores": 2, "cpu_pct_mean": 97.0, "cpu_pct_max": 98.0, "samples": 2,
+                         "interval": "measurement window"}
+    # no window (or none of the samples in it): the whole run, and the record says so
+    whole = t.summary()["host"]
+    assert whole["interval"] == "whole run" and whole["samples"] == 4 and whole["cpu_pct_mean"] == 61.0
+    assert t.summary(window=(100.0, 200.0))["host"]["interval"] == "whole run"
+
+
+PROC_STAT = """cpu  {user} 0 {system} {idle} {iowait} 0 0 0 0 0
+cpu0 1 0 1 1 0 0 0 0 0 0
+cpu1 1 0 1 1 0 0 0 0 0 0
+intr 12345
+"""
+
+
+def test_host_cpu_from_proc_stat():
+    before = monitor.read_proc_stat(PROC_STAT.format(user=100, system=50, idle=800, iowait=50))
+    assert before == (150, 1000, 2)
+    after = monitor.read_proc_stat(PROC_STAT.format(user=260, system=80, idle=810, iowait=50))  # +200 ticks
+    assert monitor.host_cpu_pct(before, after) == pytest.approx(95.0)
+    assert monitor.host_cpu_pct(after, after) is None  # no time passed
+
+
+def test_cpu_limit_cores_from_docker_inspect():
+    from loadgrid.stack import cpu_limit_cores
+
+    assert cpu_limit_cores({"HostConfig": {"NanoCpus": 1_500_000_000}}, 4) == 1.5  # --cpus 1.5
+    assert cpu_limit_cores({"HostConfig": {"CpuQuota": 50_000, "CpuPeriod": 100_000}}, 4) == 0.5
+    assert cpu_limit_cores({"HostConfig": {"CpuQuota": 200_000}}, 4) == 2.0  # default period 100 ms
+    assert cpu_limit_cores({"HostConfig": {"CpusetCpus": "0,2-3"}}, 8) == 3.0
+    assert cpu_limit_cores({"HostConfig": {"NanoCpus": 8_000_000_000}}, 2) == 2.0  # never more than the host has
+    assert cpu_limit_cores({"HostConfig": {"NanoCpus": 0, "CpuQuota": -1, "CpusetCpus": ""}}, 2) == 2.0  # no limit
+    assert cpu_limit_cores({"HostConfig": {}}, None) is None
 
 
 # --- NVML ---------------------------------------------------------------------------------------------------
@@ -282,9 +330,11 @@ class FakeStream:
 
 
 class FakeContainer:
-    def __init__(self, name, frames):
+    def __init__(self, name, frames, attrs=None):
         self.name = name
         self.frames = frames
+        if attrs is not None:  # what `docker inspect` says; a sparse listing has none
+            self.attrs = attrs
 
     def stats(self, stream=True, decode=True):
         assert stream and decode
@@ -375,3 +425,79 @@ def test_gpu_run_without_nvml_records_why():
         pass
     summary = mon.telemetry.summary()
     assert summary["gpus"] == {} and summary["gpu_absent"] == "NVML unavailable: NVML Shared Library Not Found"
+
+
+def test_monitor_samples_host_cpu_and_records_each_containers_cpu_limit(tmp_path):
+    stat = tmp_path / "stat"
+    stat.write_text(PROC_STAT.format(user=100, system=50, idle=800, iowait=50))
+    limited = {"HostConfig": {"NanoCpus": 500_000_000}, "Config": {"Labels": {"com.docker.compose.service": "model"}}}
+    unlimited = {"HostConfig": {"NanoCpus": 0}, "Config": {"Labels": {"com.docker.compose.service": "gateway"}}}
+    client = FakeDocker([FakeContainer("loadgrid-cpu-model-1", frames_v2(2), limited),
+                         FakeContainer("loadgrid-cpu-gateway-1", frames_v2(2), unlimited)])
+    mon = Monitor("loadgrid-cpu", "model", client=client, interval_s=0.01, proc_stat=str(stat))
+    with mon:
+        later = tmp_path / "stat.new"
+        later.write_text(PROC_STAT.format(user=260, system=80, idle=810, iowait=50))
+        later.replace(stat)  # atomically, as the kernel's file reads
+        assert wait_until(lambda: any(pct == 95.0 for _, _, pct in mon.telemetry.host))
+    summary = mon.telemetry.summary()
+    assert summary["host"]["cores"] == 2 and summary["host"]["cpu_pct_max"] == 95.0
+    model, gateway = summary["containers"]["loadgrid-cpu-model-1"], summary["containers"]["loadgrid-cpu-gateway-1"]
+    assert (model["cpu_limit_cores"], model["service"]) == (0.5, "model")
+    assert (gateway["cpu_limit_cores"], gateway["service"]) == (2.0, "gateway")  # no limit: the host's cores
+
+
+def test_monitor_does_not_sample_host_cpu_of_a_remote_engine(tmp_path):
+    client = FakeDocker([])
+    client.api = SimpleNamespace(base_url="https://build-box:2376")
+    mon = Monitor("loadgrid-cpu", "model", client=client, proc_stat="/proc/stat")
+    with mon:
+        pass
+    summary = mon.telemetry.summary()
+    assert "host" not in summary and "https://build-box:2376" in summary["host_absent"]
+
+
+# --- Monitor, against the real engine -----------------------------------------------------------------------
+
+def base_image() -> str:
+    """The image the stack is built on (setup.sh writes it to .env): small, and already on a set-up machine."""
+    from conftest import ROOT
+
+    env_file = ROOT / ".env"
+    for line in env_file.read_text().splitlines() if env_file.exists() else []:
+        if line.startswith("LOADGRID_BASE_IMAGE="):
+            return line.split("=", 1)[1]
+    return os.environ.get("LOADGRID_BASE_IMAGE", "python:3.11-slim")
+
+
+@pytest.mark.docker
+def test_monitor_on_the_real_engine_reads_cpu_limits_and_samples_host_cpu():
+    """A container limited to half a core (busy) and one without a limit (idle), watched for a few samples."""
+    from conftest import project_resources
+
+    project = f"lgtest-limits-{uuid.uuid4().hex[:8]}"
+
+    def start(service: str, *args: str) -> str:
+        proc = subprocess.run(["docker", "run", "-d", "--label", f"com.docker.compose.project={project}",
+                               "--label", f"com.docker.compose.service={service}", "--name", f"{project}-{service}-1",
+                               *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return f"{project}-{service}-1"
+
+    try:
+        busy = start("model", "--cpus", "0.5", base_image(), "sh", "-c", "while :; do :; done")
+        idle = start("gateway", base_image(), "sleep", "120")
+        with Monitor(project, "model", interval_s=0.5) as mon:
+            assert wait_until(lambda: len(mon.telemetry.host) >= 3
+                              and len(mon.telemetry.containers.get(busy, [])) >= 2, timeout=60), mon.telemetry
+        summary = mon.telemetry.summary()
+    finally:
+        subprocess.run(["docker", "rm", "-f", f"{project}-model-1", f"{project}-gateway-1"], capture_output=True,
+                       timeout=60)
+    assert project_resources(project) == ([], [])
+    host = summary["host"]
+    assert host["cores"] == os.cpu_count() and host["samples"] >= 3 and host["interval"] == "whole run"
+    assert 0 < host["cpu_pct_mean"] <= 100  # the busy container alone keeps some of it busy
+    assert summary["containers"][busy]["cpu_limit_cores"] == 0.5 and summary["containers"][busy]["service"] == "model"
+    assert summary["containers"][idle]["cpu_limit_cores"] == host["cores"]  # no limit: the host's cores
+    assert summary["containers"][busy]["cpu_pct_mean"] > 0
