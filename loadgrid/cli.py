@@ -64,7 +64,8 @@ LOAD_FLAGS = (
     ("--payload", "payload", "PATH|URL", "a folder of images, an image, a .json or .jsonl file, or an http(s) URL "
                                          "fetched once (default: $PAYLOAD, then images_dir)"),
     ("--send-as", "send_as", "raw|multipart", "images as a raw JPEG body (application/octet-stream) or multipart"),
-    ("--expect", "expect", "prediction|status", "served means a valid prediction body, or any 2xx"),
+    ("--expect", "expect", "prediction|status|{...}", "served means a valid prediction body, any 2xx, or a JSON "
+                                                     "check such as '{status: 200, json: {success: true}}'"),
     ("--users", "num_users_list", "N[,N..]", "closed-loop users"),
     ("--spawn-rate", "spawn_rate_list", "R[,R..]", "users started per second"),
     ("--run-time", "run_time", "DURATION", "per run, e.g. 30s, 1m (with --requests-per-user: the cap)"),
@@ -120,8 +121,10 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 def _name_flag(line: str, given: dict) -> str:
     """A config error about a key set by a flag names the flag instead."""
     for flag, key, _, _ in LOAD_FLAGS:
-        if key in given and line.startswith((f"config: {key}: ", f"config: {key}.")):
+        if key in given and line.startswith(f"config: {key}: "):
             return f"{flag}: {line.split(': ', 2)[2]}"
+        if key in given and line.startswith(f"config: {key}."):  # a part of the value: name the part too
+            return f"{flag}: {line.removeprefix(f'config: {key}.')}"
     return line
 
 
@@ -191,6 +194,8 @@ def _say(line: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
+    for line in config.warnings:  # the compose lint's (dry run included): said once, the run goes on
+        print(f"loadgrid: warning: {line}", file=sys.stderr, flush=True)
     if payload_mod.is_url(config.payload) and not args.dry_run:
         config = fetch_payload(config)
     plan = plan_mod.build(config)
