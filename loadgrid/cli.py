@@ -4,6 +4,7 @@
     orchestrate.py --target URL --payload FILE ...    benchmark an endpoint that is already deployed
     orchestrate.py report [OUTPUT]                    rebuild summary.csv and index.html from stored records
     orchestrate.py compare A B [--fail-if-slower PCT] compare two output folders, or FOLDER:cpu FOLDER:gpu
+    orchestrate.py init [COMPOSE_FILE...] [--force]   write a starter config.yaml for a compose project
 
 A `UserError` is printed as one line per mistake (exit 2 for bad input, 1 otherwise); tracebacks only with -v.
 """
@@ -17,14 +18,14 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__, grid, hold, report, stack, store
+from . import __version__, grid, hold, report, stack, starter, store
 from . import compare as compare_mod
 from . import config as config_mod
 from . import payload as payload_mod
 from . import plan as plan_mod
 from .errors import UserError
 
-COMMANDS = ("run", "report", "compare")
+COMMANDS = ("run", "report", "compare", "init")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
                           "than PCT percent and beyond the noise (Welch's t-test at 95%% where both sides have 2 or "
                           "more valid repeats) on any common point, or B has no valid run where A has one")
     cmp.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+    ini = sub.add_parser("init", help="write a starter config.yaml for an existing compose project",
+                         description=starter.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ini.add_argument("compose_files", nargs="*", metavar="COMPOSE_FILE",
+                     help="the project's compose files (default: compose.yaml or docker-compose.yml here)")
+    ini.add_argument("--output", "-o", default="config.yaml", help="the config to write (default: config.yaml)")
+    ini.add_argument("--force", action="store_true", help="overwrite an existing config")
+    ini.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
     return parser
 
 
@@ -64,7 +72,8 @@ LOAD_FLAGS = (
     ("--payload", "payload", "PATH|URL", "a folder of images, an image, a .json or .jsonl file, or an http(s) URL "
                                          "fetched once (default: $PAYLOAD, then images_dir)"),
     ("--send-as", "send_as", "raw|multipart", "images as a raw JPEG body (application/octet-stream) or multipart"),
-    ("--expect", "expect", "prediction|status", "served means a valid prediction body, or any 2xx"),
+    ("--expect", "expect", "prediction|status|{...}", "served means a valid prediction body, any 2xx, or a JSON "
+                                                     "check such as '{status: 200, json: {success: true}}'"),
     ("--users", "num_users_list", "N[,N..]", "closed-loop users"),
     ("--spawn-rate", "spawn_rate_list", "R[,R..]", "users started per second"),
     ("--run-time", "run_time", "DURATION", "per run, e.g. 30s, 1m (with --requests-per-user: the cap)"),
@@ -120,8 +129,10 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
 def _name_flag(line: str, given: dict) -> str:
     """A config error about a key set by a flag names the flag instead."""
     for flag, key, _, _ in LOAD_FLAGS:
-        if key in given and line.startswith((f"config: {key}: ", f"config: {key}.")):
+        if key in given and line.startswith(f"config: {key}: "):
             return f"{flag}: {line.split(': ', 2)[2]}"
+        if key in given and line.startswith(f"config: {key}."):  # a part of the value: name the part too
+            return f"{flag}: {line.removeprefix(f'config: {key}.')}"
     return line
 
 
@@ -172,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(Path(args.output))
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "init":
+            return cmd_init(args)
         return cmd_run(args)
     except UserError as exc:
         if args.verbose:
@@ -191,6 +204,8 @@ def _say(line: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(args)
+    for line in config.warnings:  # the compose lint's (dry run included): said once, the run goes on
+        print(f"loadgrid: warning: {line}", file=sys.stderr, flush=True)
     if payload_mod.is_url(config.payload) and not args.dry_run:
         config = fetch_payload(config)
     plan = plan_mod.build(config)
@@ -244,3 +259,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     text, code = compare_mod.run(args.a, args.b, args.fail_if_slower)
     print(text)
     return code
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    path, found = starter.init(args.compose_files, Path(args.output), args.force)
+    for note in found.notes:  # what could not be guessed: one line each, marked TODO in the file
+        print(f"loadgrid init: TODO {note}")
+    parts = [f"service {found.service}" if found.service else "service TODO",
+             f"host {found.host} (published by {found.host_from})" if found.host else "host TODO",
+             f"payload {found.payload} ({found.images} images)" if found.payload else "payload TODO"]
+    print(f"wrote {path}: {', '.join(parts)}; check it with: loadgrid --config {path} --dry-run")
+    return 0

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from . import compose_lint
 from . import payload as payload_mod
 from .errors import UserError
 
@@ -56,7 +57,7 @@ class Config:
     service: str = "model"
     project: str = "loadgrid"
     output_dir: Path = Path("reports")
-    locustfile: Path = Path("locustfile.py")
+    locustfile: Path = Path("locustfile.py")  # from_mapping: the key, a locustfile.py beside the config, or ours
     images_dir: Path = Path("images")
     predict_path: str = "/predict"
     # Replicas are probed from inside (docker exec) at this path for their device and request count.
@@ -84,13 +85,17 @@ class Config:
     payload: str = ""
     payload_url: str | None = None  # where payload was fetched from, once the orchestrator has fetched it
     send_as: str = "raw"  # images: raw (JPEG body, application/octet-stream) or multipart (field `file`)
-    expect: str = ""  # served means: prediction (a valid prediction body) or status (any 2xx); "": by payload
+    # Served means: prediction (a valid prediction body), status (any 2xx), or a JSON check's canonical text
+    # ({"status": [200], "json": {"success": true}}, see payload.parse_expect); "": by payload kind.
+    expect: str = ""
     requests_per_user: int = 0  # > 0: each closed-loop user stops after this many requests (run_time: a cap)
     arrival_rate_list: tuple[float, ...] = ()  # open loop: target arrival rates (req/s), one run each
     arrival: str = "constant"  # open-loop arrivals: constant (even gaps) or poisson (exponential gaps)
     max_in_flight: int = 0  # open loop, per Locust process; 0 = rate x 10 s request timeout (10..1000)
     capacity_search: CapacitySearch | None = None
     source: Path = field(default=Path("config.yaml"), compare=False)
+    # Said once before the runs (compose lint: host not published, deploy.replicas overridden); not errors.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def target_mode(self) -> bool:
@@ -560,15 +565,23 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
                                 default=())
     files_ok = len(errors.messages) == before_files
 
-    locustfile = errors.take(_locustfile, raw, base, target is not None, default=base / "locustfile.py")
+    locustfile = errors.take(_locustfile, raw, base, default=PACKAGED_LOCUSTFILE)
     images_dir = errors.option(raw, "images_dir", _string, "images")
     project = errors.option(raw, "project", _project, "loadgrid")
     service = errors.option(raw, "service", _string, _BAD) if "service" in raw else "model"
+    warnings: list[str] = []
     if target is None and files_ok and variants is not _BAD and service is not _BAD:
         for variant in sorted(variants, key=VARIANTS.index):  # cpu's files first: gpu's add to them
             if not errors.take(check_service, service, compose_files, gpu_files if variant == "gpu" else (),
                                variant if len(variants) > 1 else "", default=False):
                 break
+            host = raw.get("host") if isinstance(raw.get("host"), str) else None
+            found = lint_compose(compose_files + (gpu_files if variant == "gpu" else ()), service, host, variant,
+                                 environ)
+            for line in found.errors:
+                if line not in errors.messages:
+                    errors.add(line)
+            warnings += [line for line in found.warnings if line not in warnings]
     warmup_s = errors.take(parse_duration, raw["warmup"], "warmup", allow_zero=True, default=None) \
         if "warmup" in raw else 0
     if warmup_s:
@@ -605,18 +618,31 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
         warmup_s=warmup_s,
         target_url=target[2] if target is not None else None,
         source=source,
+        warnings=tuple(warnings),
         **fields,
         **load_keys,
     )
 
 
-def _locustfile(raw: dict, base: Path, target_mode: bool) -> Path:
-    locustfile = (base / _string(raw, "locustfile")) if "locustfile" in raw else base / "locustfile.py"
-    if not locustfile.is_file():
-        if "locustfile" in raw or not target_mode:
-            raise UserError(f"config: locustfile: file {locustfile} does not exist; fix the path")
-        locustfile = Path(__file__).resolve().parent.parent / "locustfile.py"  # target mode from anywhere
-    return locustfile
+# The default user: shipped in the package, so a config anywhere finds it. The project's root locustfile.py
+# only re-exports it (kept for `locust -f locustfile.py`), so it does not count as a config's own file.
+PACKAGED_LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
+_ROOT_SHIM = Path(__file__).resolve().parent.parent / "locustfile.py"
+
+
+def _locustfile(raw: dict, base: Path) -> Path:
+    """The `locustfile` key (relative to the config's folder); else a locustfile.py beside the config; else the
+    packaged default."""
+    if "locustfile" in raw:
+        locustfile = base / _string(raw, "locustfile")
+        if not locustfile.is_file():
+            raise UserError(f"config: locustfile: file {locustfile} does not exist; fix the path (relative to "
+                            f"{base}), or remove the key to use loadgrid's own")
+        return locustfile
+    beside = base / "locustfile.py"
+    if beside.is_file() and beside.resolve() != _ROOT_SHIM:
+        return beside
+    return PACKAGED_LOCUSTFILE
 
 
 def _project(raw: dict, key: str) -> str:
@@ -712,6 +738,21 @@ def check_service(service: str, compose_files: tuple[Path, ...], gpu_files: tupl
                     f"{', '.join(sorted(found)) or 'none'}{which}); set service to the one to scale{hint}")
 
 
+def lint_compose(files: tuple[Path, ...], service: str, host: str | None, variant: str,
+                 environ=None) -> compose_lint.Lint:
+    """The compose lint on the files as written (no Docker), for one variant; nothing when a file includes
+    others (then `docker compose config`, before building, lints what Compose resolved)."""
+    docs = []
+    for path in files:
+        doc = yaml.load(_read_text(path), Loader=_ComposeLoader)  # valid: check_service has read it
+        if isinstance(doc, dict) and doc.get("include"):
+            return compose_lint.Lint()
+        docs.append(doc)
+    env = compose_lint.loadgrid_variables(host or "", variant)
+    services = compose_lint.read_model(docs, files[0].parent, env, environ)
+    return compose_lint.lint(services, service, host, ", ".join(p.name for p in files))
+
+
 # --- target, payload and load settings ----------------------------------------------------------------------
 
 def _target(raw: dict, environ) -> tuple[str, str, str] | None:
@@ -744,6 +785,20 @@ def _target(raw: dict, environ) -> tuple[str, str, str] | None:
     parsed = urlparse(url)
     path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
     return f"{parsed.scheme}://{parsed.netloc}", path, url
+
+
+def _expect(raw: dict, key: str) -> str:
+    """prediction, status, or a JSON check kept as its canonical text: the form LOADGRID_EXPECT carries to
+    Locust, and a plain value for the frozen Config, the fingerprint and the plan."""
+    value = raw[key]
+    if isinstance(value, dict):
+        try:
+            return payload_mod.parse_expect(value, key).to_text()
+        except payload_mod.ExpectError as exc:
+            raise UserError.of([f"config: {m}" for m in exc.messages]) from None
+    if value not in payload_mod.EXPECT:
+        raise _bad(key, value, "prediction or status, or a check such as {status: 200, json: {success: true}}")
+    return value
 
 
 def _choice(raw: dict, key: str, choices: tuple[str, ...]) -> str:
@@ -833,7 +888,7 @@ def _load_settings(raw: dict, base: Path, environ, errors: Collector | None = No
     out = {
         "num_users_list": users, "spawn_rate_list": spawn, "run_time_s": run_time_s, "locust_processes": processes,
         "payload": errors.take(_payload, raw, base, environ, send_as, default=""), "send_as": send_as,
-        "expect": errors.option(raw, "expect", lambda r, k: _choice(r, k, payload_mod.EXPECT), ""),
+        "expect": errors.option(raw, "expect", _expect, ""),
         "requests_per_user": per_user, "arrival_rate_list": rates,
         "arrival": errors.option(raw, "arrival", lambda r, k: _choice(r, k, ARRIVALS), "constant"),
         "max_in_flight": errors.option(raw, "max_in_flight", _positive_int, 0),

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import bottleneck, capacity, gpu, load, quiesce, store, validity
+from . import bottleneck, capacity, compose_lint, gpu, load, quiesce, store, validity
 from . import payload as payload_mod
 from . import plan as plan_mod
 from .config import TARGET_VARIANT, Config
@@ -110,12 +110,8 @@ def now() -> str:
 
 
 def stack_env(config: Config, variant: str) -> dict[str, str]:
-    env = {"LOADGRID_VARIANT": variant}
-    parsed = urlparse(config.host)
-    # The bundled compose file publishes the gateway on LOADGRID_GATEWAY_PORT: follow the configured host.
-    if parsed.hostname in ("localhost", "127.0.0.1", "::1") and parsed.port:
-        env["LOADGRID_GATEWAY_PORT"] = str(parsed.port)
-    return env
+    # The bundled compose file publishes the gateway on LOADGRID_GATEWAY_PORT: it follows the configured host.
+    return compose_lint.loadgrid_variables(config.host, variant)
 
 
 def make_stack(config: Config, variant: str) -> ComposeStack:
@@ -382,7 +378,8 @@ def payload_description(config: Config) -> dict:
             described = payload_mod.load(config.payload_source, config.send_as).describe()
         except payload_mod.PayloadError as exc:
             described = {"source": config.payload_source, "error": str(exc)}
-        described["expect"] = config.expect or payload_mod.default_expect(described.get("kind", ""))
+        described["expect"] = payload_mod.describe_expect(config.expect) if config.expect \
+            else payload_mod.default_expect(described.get("kind", ""))
         if config.payload_url:
             described["url"] = config.payload_url
         _payload_cache[key] = described

@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".bmp": "image/bmp",
                ".webp": "image/webp"}
@@ -226,11 +228,16 @@ def prediction_problem(body: object) -> str | None:
     return None
 
 
-def response_problem(status: int, body_json, expect: str) -> str | None:
+def response_problem(status: int, body_json, expect: str | JsonExpect) -> str | None:
     """None when the answer counts as served under `expect`, else the failure message.
 
-    `body_json()` is called only when the body must be a prediction (it may raise ValueError).
+    `body_json()` is called only when the body must be checked (it may raise ValueError). `expect` is
+    prediction, status, a `JsonExpect` or its text (as LOADGRID_EXPECT carries it).
     """
+    if isinstance(expect, str) and expect.startswith("{"):
+        expect = JsonExpect.from_text(expect)
+    if isinstance(expect, JsonExpect):
+        return expect.problem(status, body_json)
     if expect == "status":
         return None if 200 <= status < 300 else f"HTTP {status}"
     if status != 200:
@@ -245,3 +252,211 @@ def response_problem(status: int, body_json, expect: str) -> str | None:
 def default_expect(kind: str) -> str:
     """Images are checked for a prediction; JSON documents go to arbitrary APIs, so any 2xx counts."""
     return "status" if kind == "json" else "prediction"
+
+
+# --- expect: {status: ..., json: {path: check}}: "served" as any JSON API means it ---------------------------
+
+CHECK_KEYS = ("equals", "pattern", "exists")
+EXPECT_KEYS = ("status", "json")
+_MISSING = object()
+
+
+class ExpectError(ValueError):
+    """A malformed expect check: one message per mistake, each `<key>: <what is wrong>; <the fix>`."""
+
+    def __init__(self, messages: list[str]):
+        super().__init__(messages[0])
+        self.messages = messages
+
+
+@dataclass(frozen=True)
+class FieldCheck:
+    """One field of the answer: `path` is dotted (`result.label`, `predictions.0.label`: a number indexes a
+    list); the field must equal `value` (JSON equality: true is not 1), contain a match of the regular
+    expression `value` (pattern), or be present / absent (exists)."""
+
+    path: str
+    kind: str  # equals, pattern or exists
+    value: Any
+
+    def wanted(self) -> str:
+        if self.kind == "pattern":
+            return f"a string matching {_show(self.value)}"
+        if self.kind == "exists":
+            return "it present" if self.value else "it absent"
+        return _show(self.value)
+
+    def problem(self, body: Any) -> str | None:
+        found = _lookup(body, self.path)
+        if self.kind == "exists":
+            if (found is not _MISSING) == self.value:
+                return None
+            state = "missing" if found is _MISSING else "present"
+            return f"expect: json {self.path} is {state}, wanted {self.wanted()}"
+        if found is _MISSING:
+            return f"expect: json {self.path} is missing, wanted {self.wanted()}"
+        if self.kind == "pattern":
+            if isinstance(found, str) and re.search(self.value, found):
+                return None
+        elif _same(found, self.value):
+            return None
+        return f"expect: json {self.path} is {_show(found)}, wanted {self.wanted()}"
+
+
+@dataclass(frozen=True)
+class JsonExpect:
+    """Served means: the status is one of `statuses` (none given: any 2xx) and every field check holds."""
+
+    statuses: tuple[int, ...] = ()
+    fields: tuple[FieldCheck, ...] = ()
+
+    def describe(self) -> dict:
+        """The check as the record and LOADGRID_EXPECT carry it (JSON, paths flattened)."""
+        out: dict = {}
+        if self.statuses:
+            out["status"] = list(self.statuses)
+        if self.fields:
+            out["json"] = {f.path: f.value if f.kind == "equals" and not isinstance(f.value, dict)
+                           else {f.kind: f.value} for f in self.fields}
+        return out
+
+    def to_text(self) -> str:
+        return json.dumps(self.describe(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_text(cls, text: str) -> JsonExpect:
+        return parse_expect(json.loads(text))
+
+    def problem(self, status: int, body_json) -> str | None:
+        if self.statuses and status not in self.statuses:
+            wanted = " or ".join(str(s) for s in self.statuses)
+            return f"expect: status {status}, wanted {wanted}"
+        if not self.statuses and not 200 <= status < 300:
+            return f"expect: status {status}, wanted a 2xx"
+        if not self.fields:
+            return None
+        try:
+            body = body_json()
+        except ValueError:
+            return "expect: json body is not JSON"
+        for check in self.fields:
+            problem = check.problem(body)
+            if problem:
+                return problem
+        return None
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, float) or value == value else "NaN"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _same(found: Any, wanted: Any) -> bool:
+    """JSON equality: true is not 1 and 1 is not "1"; 1 and 1.0 are the same number."""
+    if isinstance(found, bool) or isinstance(wanted, bool):
+        return isinstance(found, bool) and isinstance(wanted, bool) and found == wanted
+    if isinstance(found, (int, float)) and isinstance(wanted, (int, float)):
+        return found == wanted
+    if type(found) is not type(wanted):
+        return False
+    if isinstance(wanted, dict):
+        return found.keys() == wanted.keys() and all(_same(found[k], wanted[k]) for k in wanted)
+    if isinstance(wanted, list):
+        return len(found) == len(wanted) and all(_same(a, b) for a, b in zip(found, wanted, strict=True))
+    return found == wanted
+
+
+def _lookup(body: Any, path: str) -> Any:
+    """The field at a dotted path, or _MISSING; a number indexes a list (negative from its end)."""
+    for part in path.split("."):
+        if isinstance(body, dict) and part in body:
+            body = body[part]
+        elif isinstance(body, list) and re.fullmatch(r"-?\d+", part) and -len(body) <= int(part) < len(body):
+            body = body[int(part)]
+        else:
+            return _MISSING
+    return body
+
+
+_PATH = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+
+
+def parse_expect(value: Any, key: str = "expect") -> JsonExpect:
+    """A mapping {status: 200 | [200, 201], json: {path: check}} as a `JsonExpect`; `ExpectError` lists every
+    mistake, each naming its key (expect.status, expect.json.<path>). A check is a value (equal to it), or
+    {pattern: REGEX}, {exists: true|false} or {equals: VALUE}; any other mapping nests field names."""
+    if not isinstance(value, dict) or not value:
+        raise ExpectError([f"{key}: got {value!r}; expected prediction, status or a mapping such as "
+                           f"{{status: 200, json: {{success: true}}}}"])
+    errors: list[str] = []
+    for name in value:
+        if name not in EXPECT_KEYS:
+            errors.append(f"{key}: unknown key {name!r}; expect takes status (codes) and json (field checks)")
+    statuses: tuple[int, ...] = ()
+    if "status" in value:
+        raw = value["status"]
+        codes = raw if isinstance(raw, list) else [raw]
+        if not codes or not all(isinstance(c, int) and not isinstance(c, bool) and 100 <= c <= 599 for c in codes):
+            errors.append(f"{key}.status: got {raw!r}; expected an HTTP status code from 100 to 599 or a list of "
+                          f"them, e.g. 200 or [200, 201]")
+        else:
+            statuses = tuple(dict.fromkeys(codes))
+    fields: list[FieldCheck] = []
+    if "json" in value:
+        raw = value["json"]
+        if not isinstance(raw, dict) or not raw:
+            errors.append(f"{key}.json: got {raw!r}; expected a mapping of field paths to wanted values, e.g. "
+                          f"{{success: true}} or {{predictions.0.label: {{pattern: '^tabby'}}}}")
+        else:
+            _field_checks(raw, f"{key}.json", "", fields, errors)
+    if errors:
+        raise ExpectError(errors)
+    return JsonExpect(statuses, tuple(fields))
+
+
+def _field_checks(raw: dict, key: str, prefix: str, out: list[FieldCheck], errors: list[str]) -> None:
+    for name, wanted in raw.items():
+        path = f"{prefix}{name}"
+        here = f"{key}.{name}"
+        if not isinstance(name, (str, int)) or isinstance(name, bool) or not _PATH.match(str(name)):
+            errors.append(f"{key}: field path {name!r} is not a dotted path such as result.label or "
+                          f"predictions.0.label; fix it")
+            continue
+        if isinstance(wanted, dict) and wanted and set(wanted) & set(CHECK_KEYS):
+            checks = [k for k in wanted if k in CHECK_KEYS]
+            if len(wanted) != 1:
+                errors.append(f"{here}: got {wanted!r}; give one of {', '.join(CHECK_KEYS)} alone "
+                              f"(e.g. {{pattern: '^cat'}})")
+                continue
+            kind = checks[0]
+            argument = wanted[kind]
+            if kind == "pattern":
+                if not isinstance(argument, str):
+                    errors.append(f"{here}.pattern: got {argument!r}; expected a regular expression as a string, "
+                                  f"e.g. '^tabby'")
+                    continue
+                try:
+                    re.compile(argument)
+                except re.error as exc:
+                    errors.append(f"{here}.pattern: {argument!r} is not a valid regular expression ({exc}); fix it")
+                    continue
+            if kind == "exists" and not isinstance(argument, bool):
+                errors.append(f"{here}.exists: got {argument!r}; expected true or false")
+                continue
+            out.append(FieldCheck(path, kind, argument))
+        elif isinstance(wanted, dict) and wanted:
+            _field_checks(wanted, here, f"{path}.", out, errors)  # nested field names: {result: {label: cat}}
+        elif isinstance(wanted, (str, int, float, bool, list, dict)) or wanted is None:
+            out.append(FieldCheck(path, "equals", wanted))
+        else:
+            errors.append(f"{here}: got {wanted!r}; expected a JSON value, {{pattern: REGEX}} or {{exists: true}}")
+
+
+def expect_from_text(text: str) -> str | JsonExpect:
+    """LOADGRID_EXPECT as the locustfile reads it: prediction, status, "" or a JsonExpect's text."""
+    return JsonExpect.from_text(text) if text.startswith("{") else text
+
+
+def describe_expect(expect: str) -> str | dict:
+    """What the record says for Config.expect: the word, or the JSON check as a mapping."""
+    return json.loads(expect) if expect.startswith("{") else expect

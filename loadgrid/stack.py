@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import compose_lint
 from .errors import UserError
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -112,12 +113,20 @@ class ComposeStack:
         return cmd + list(args)
 
     def validate(self) -> list[str]:
-        """`compose config`: fails with the file named when a compose file is invalid; returns the services."""
-        proc = _run(self.command("config", "--services"), timeout=60, env=self.env, check=False)
+        """`compose config`: fails with the file named when a compose file is invalid; returns the services.
+
+        What Compose resolved (includes, extends, variables) is linted before anything is built: a
+        container_name or a fixed host port on the scaled service is an error (see compose_lint).
+        """
+        proc = _run(self.command("config", "--format", "json"), timeout=60, env=self.env, check=False)
         if proc.returncode != 0:
             files = ", ".join(str(p) for p in self.files)
             raise UserError(f"compose file invalid ({files}): {_last_line(proc.stderr)}")
-        services = proc.stdout.split()
+        model = json.loads(proc.stdout).get("services") or {}
+        services = sorted(model)
+        found = compose_lint.lint(model, self.service, None, ", ".join(p.name for p in self.files))
+        if found.errors:
+            raise UserError.of(list(found.errors))
         if self.service not in services:
             raise UserError(f"config: service: {self.service!r} is not a service of {self.files[0].name} "
                             f"(it has {', '.join(services)}); set service to the one to scale")
