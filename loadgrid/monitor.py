@@ -61,7 +61,7 @@ class Telemetry:
                 "cpu_pct_max": round(max(cpu), 1) if cpu else None,
                 "mem_mb_mean": round(sum(mem) / len(mem) / 2**20, 1) if mem else None,
                 "mem_mb_max": round(max(mem) / 2**20, 1) if mem else None,
-                # 100 = one core, like cpu_pct_*; the host's cores when the container has no CPU limit
+                # in cores (cpu_pct_* / 100 is in cores too); the host's cores when the container has no limit
                 "cpu_limit_cores": limit.get("cpu_limit_cores"),
                 "service": limit.get("service"),
                 "cpu_interval": "measurement window" if inside else "whole run",

@@ -447,6 +447,9 @@ def _containers(record: RunRecord, series: dict | None, t0: float, t_end: float)
         names = sorted(containers)
         labels = {n: n[len(prefix):] if all(m.startswith(prefix) for m in names) else n for n in names}
         cpu = [(labels[n], [(s[0], s[1]) for s in containers[n] if len(s) >= 3]) for n in names]
+        host_cores = ((record.telemetry or {}).get("host") or {}).get("cores")
+        if series.get("host") and host_cores:  # in the same unit (one core = 100%): what the containers competed for
+            cpu.append((f"host, all {host_cores} cores", [(s[1], s[2] * host_cores) for s in series["host"]]))
         mem = [(labels[n], [(s[0], s[2] / 2**20) for s in containers[n] if len(s) >= 3]) for n in names]
         out.append('<div class="charts">'
                    + time_chart("CPU per container", "% of one core", cpu, t0, t_end, window, events, 10.0)
@@ -460,11 +463,25 @@ def _containers(record: RunRecord, series: dict | None, t0: float, t_end: float)
         rows = "".join(
             f'<tr><td class="l">{esc(name)}</td><td>{s.get("samples", "–")}</td><td>{_num(s.get("cpu_pct_mean"))}'
             f'</td><td>{_num(s.get("cpu_pct_max"))}</td><td>{_num(s.get("mem_mb_mean"))}</td>'
-            f'<td>{_num(s.get("mem_mb_max"))}</td></tr>' for name, s in sorted(summary.items()))
+            f'<td>{_num(s.get("mem_mb_max"))}</td><td>{_num(s.get("cpu_limit_cores"))}</td></tr>'
+            for name, s in sorted(summary.items()))
         out.append('<table><thead><tr><th class="l">container</th><th>samples</th><th>CPU % mean</th>'
-                   "<th>CPU % max</th><th>memory MiB mean</th><th>memory MiB max</th></tr></thead>"
-                   f"<tbody>{rows}</tbody></table>")
+                   "<th>CPU % max</th><th>memory MiB mean</th><th>memory MiB max</th><th>CPU limit, cores</th>"
+                   f"</tr></thead><tbody>{rows}</tbody></table>")
+    out.append(_host(record))
     return "\n".join(out)
+
+
+def _host(record: RunRecord) -> str:
+    telemetry = record.telemetry or {}
+    host = telemetry.get("host") or {}
+    if host.get("cpu_pct_mean") is None:
+        why = telemetry.get("host_absent") or "not recorded"
+        return f'<p class="small">Host CPU: {esc(why)}.</p>'
+    return (f'<p class="small">Host CPU (every process on the machine, from /proc/stat): {_num(host["cpu_pct_mean"])}% '
+            f'of its {host.get("cores")} cores on average, {_num(host.get("cpu_pct_max"))}% at most, over the '
+            f'{esc(host.get("interval", "whole run"))} ({host.get("samples")} samples; 100% = every core busy). '
+            "CPU limit: what each container may use (none set: the host's cores).</p>")
 
 
 def _gpus(record: RunRecord, series: dict | None, t0: float, t_end: float) -> str:

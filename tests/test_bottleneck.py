@@ -205,6 +205,13 @@ def test_run_table_and_run_page_show_it():
     assert 'title="host CPU 97% of 2 cores' in page
     section = run_page.section(grid[1], None)
     assert "Bottleneck: host" in section and "host CPU 97% of 2 cores" in section
+    assert "the machine's ceiling, not the stack's" in section
+    # the host's CPU beside the containers', in the same unit (100% = one core), and each container's limit
+    series = {"containers": {"m1": [(1.0, 60.0, 2**20), (2.0, 60.0, 2**20)]},
+              "host": [(0.0, 1.0, 96.0), (1.0, 2.0, 98.0)]}
+    section = run_page.section(grid[1], series)
+    assert "host, all 2 cores" in section and "CPU limit, cores</th>" in section
+    assert "97% of its 2 cores on average, 97% at most, over the measurement window" in section
 
 
 @pytest.mark.parametrize("kind_name", bottleneck.KINDS)
