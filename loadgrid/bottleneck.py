@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 
 from .store import RunRecord
-from .validity import describe_incident
+from .validity import describe_incident, generator_bound, lag_limit_ms
 
 KINDS = ("failing replica", "generator", "host", "replicas", "gateway", "none found", "unknown")
 
@@ -41,12 +41,8 @@ HOST_BUSY_PCT = 85.0  # host CPU, % of all cores
 REPLICAS_BUSY_SHARE = 0.85  # the replicas' CPU together, of their CPU limits (capped at the host's cores)
 GATEWAY_BUSY_SHARE = 0.85  # the gateway's CPU, of its limit: gateway/nginx.conf runs `worker_processes auto`
 # (one worker per core), so without a CPU limit it may use every core of the host.
-# Generator lag (the gevent hub's scheduling delay, load.generator["lag_ms"]) that is material against the
-# latency measured: p99 lag above this share of the window's p50, and at least LAG_FLOOR_MS (below a
-# millisecond timer noise dominates). validity decides whether such a run is client-bound; this only names
-# the limit, also for records judged before the lag rule existed.
-LAG_SHARE = 0.05
-LAG_FLOOR_MS = 1.0
+# Generator lag is material by validity's own rule (validity.generator_bound: p99 lag above max(8 ms, 5% of
+# the window's p50), at least 5 wake-ups over it), so the bottleneck and the verdict cannot disagree.
 GATEWAY_SERVICE = "gateway"
 
 # Verdict reasons that say a replica was not whole (validity.py's wording); "replicas' counters" (another
@@ -145,9 +141,10 @@ def _generator(record: RunRecord, checked: list[str]) -> str:
              "Locust CPU not recorded"]
     words.append(f"lag p99 {p99:g} ms" if p99 is not None else "lag not recorded")
     p50 = (record.load.latency_ms or {}).get("p50") if record.load else None
-    material = p99 is not None and p99 >= LAG_FLOOR_MS and bool(p50) and p99 >= LAG_SHARE * p50
+    material = p99 is not None and generator_bound({"lag_ms": lag}, float("inf"), p50)[0]
     checked.append(f"generator: {', '.join(words)}"
-                   + (f" (lag material at {LAG_SHARE:.0%} of p50 {p50:g} ms)" if p99 is not None and p50 else "")
+                   + (f" (lag material above {lag_limit_ms(p50):g} ms for p50 {p50:g} ms)" if p99 is not None and p50
+                      else "")
                    + ("; the verdict says client-bound" if record.validity.client_bound else ""))
     if not (record.validity.client_bound or material):
         return ""
