@@ -160,8 +160,12 @@ def _verdict(record: RunRecord) -> str:
         head = "valid" if v.valid else "invalid"
     reasons = "".join(f"<li>{esc(r)}</li>" for r in v.reasons)
     ok = record.status == "completed" and v.valid
+    # Checks that could not be made are part of the verdict: "valid" says nothing about them.
+    unjudged = "".join(f"<li>{esc(u)}</li>" for u in v.unjudged)
     return (f'<div class="verdict {"ok" if ok else "bad"}"><b>Verdict: {head}</b>{badge}'
-            + (f"<ul>{reasons}</ul>" if reasons else "") + "</div>")
+            + (f"<ul>{reasons}</ul>" if reasons else "")
+            + (f'<p class="small">Not judged:</p><ul class="unjudged">{unjudged}</ul>' if unjudged else "")
+            + "</div>")
 
 
 def _bottleneck(record: RunRecord) -> str:

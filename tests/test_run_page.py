@@ -125,6 +125,12 @@ def test_annotate_inserts_before_the_last_body_and_is_idempotent(locust_run, tmp
     run_page.annotate(page, valid, series)
     again = page.read_text()
     assert "Verdict: valid" in section_of(again) and "Verdict: invalid" not in again
+    # what could not be judged is shown with the verdict, not only stored
+    unjudged = make_record(result, validity=Validity(True, [], unjudged=["another client: not judged (no <counter>)"]),
+                           incidents=[], telemetry=t.summary())
+    verdict = run_page._verdict(unjudged)
+    assert "Not judged:" in verdict and "<li>another client: not judged (no &lt;counter&gt;)</li>" in verdict
+    assert "Not judged" not in run_page._verdict(valid)
     assert run_page.strip(again) == original
 
 
