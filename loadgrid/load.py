@@ -410,7 +410,8 @@ def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, par
         whole.duration_s = round(end - run_start, 3)
         whole.rps = round(whole.requests / (end - run_start), 2)
     whole_run = {"requests": whole.requests, "failures": whole.failures, "rps": whole.rps,
-                 "duration_s": whole.duration_s, "latency_ms": whole.latency_ms}
+                 "duration_s": whole.duration_s, "latency_ms": whole.latency_ms,
+                 "failures_before_window": dict(info.get("before_window_errors") or {})}
     return window, whole_run
 
 

@@ -25,7 +25,7 @@ WINDOW_FILE = os.environ.get("LOADGRID_WINDOW_FILE", "")
 RESET = os.environ.get("LOADGRID_WINDOW_RESET", "1") != "0"
 
 _state = {"spawn_complete_at": None, "window_start_at": None, "before_window": None, "test_start_at": None,
-          "window_end_at": None}
+          "window_end_at": None, "before_window_errors": {}}
 _environment = {}
 
 
@@ -53,6 +53,7 @@ def _open_window():
     if not isinstance(runner, WorkerRunner):
         # What the ramp-up (and warm-up) measured, kept before the reset throws it away.
         _state["before_window"] = [e.serialize() for e in runner.stats.entries.values()]
+        _state["before_window_errors"] = _errors(runner.stats)  # ramp-up/warm-up failures by message
         _state["window_start_at"] = time.time()
     runner.stats.reset_all()
     # Locust fires reset_stats only from its web UI; fired here, the locustfile's own counters follow the window.
@@ -90,6 +91,7 @@ def _write(environment, **_kw):
         "test_start_at": _state["test_start_at"],
         "distributed": isinstance(environment.runner, MasterRunner),
         "before_window": _state["before_window"] or [],
+        "before_window_errors": _state["before_window_errors"],
         # The window's failures by message, final: Locust's _failures.csv is rewritten only once a second.
         "errors": _errors(environment.runner.stats),
     }

@@ -111,7 +111,9 @@ def outside_window_failures(load: LoadReport) -> list[str]:
     outside = whole - load.failures
     if outside <= 0:
         return []
-    return [f"{outside} requests failed before the measurement window (ramp-up/warm-up)"]
+    messages = (load.whole_run or {}).get("failures_before_window") or {}
+    top = f", mostly: {max(messages, key=messages.get)}" if messages else ""
+    return [f"{outside} requests failed before the measurement window (ramp-up/warm-up){top}"]
 
 
 def window_too_short(load: LoadReport, run_time_s: float | None, ramp_up_s: float, measured_whole: bool) -> list[str]:

@@ -32,6 +32,7 @@ class SinkServer:
     serial: bool = False
     status: int = 200
     answer: bytes = PREDICTION
+    fail_first: int = 0  # the first this many POSTs (idle checks aside) answer 503
     files: dict[str, bytes] = field(default_factory=dict)
     seen: list[Seen] = field(default_factory=list)
     fetches: dict[str, int] = field(default_factory=dict)
@@ -72,6 +73,9 @@ class SinkServer:
                         sink.quiesce_checks += 1
                         return self._answer(sink.status, sink.answer)
                     sink.seen.append(Seen(self.path, self.headers.get("Content-Type", ""), body, time.time()))
+                    failing = len(sink.seen) <= sink.fail_first
+                if failing:
+                    return self._answer(503, b'{"error": "warming up"}')
                 if sink.delay_s:
                     with sink._busy if sink.serial else contextlib.nullcontext():
                         time.sleep(sink.delay_s)  # the server's own service time, not test synchronisation

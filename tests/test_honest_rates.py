@@ -13,6 +13,7 @@ from sink_server import SinkServer
 
 from loadgrid import load, validity
 from loadgrid.plan import RunSpec
+from loadgrid.store import LoadReport
 
 LOCUSTFILE = ROOT / "locustfile.py"
 
@@ -204,3 +205,19 @@ def test_run_page_shows_both_open_loop_latencies_and_the_measured_window():
     assert "to the end of the run" in html and "stats reset to test_stop" in html and "exact per-request" in html
     closed = run_page._totals(SimpleNamespace(load=LoadReport(0, 10, 0, 1.0, 10.0, {"p50": 1.0})))
     assert "intended send" not in closed
+
+
+def test_failures_in_the_warm_up_are_judged_with_their_commonest_message(tmp_path):
+    # The first 5 requests fail (503) during ramp-up; the window (after 1 s of warm-up) is clean.
+    with SinkServer(delay_s=0.02, fail_first=5) as flaky:
+        result = run(tmp_path, flaky.url, RunSpec("target", 1, 2, 2.0, 5), warmup_s=1.0)
+    assert result.error is None and result.failures == 0 and result.whole_run["failures"] == 5
+    messages = result.whole_run["failures_before_window"]
+    assert sum(messages.values()) == 5 and all("503" in m for m in messages), messages
+    report = LoadReport(locust_exit=result.locust_exit, requests=result.requests, failures=result.failures,
+                        rps=result.rps, duration_s=result.duration_s, latency_ms=result.latency_ms,
+                        window=result.window, whole_run=result.whole_run, generator=result.generator)
+    verdict = validity.judge("target", 0, report, None, [], [], [], run_time_s=5, ramp_up_s=1)
+    reason = next(r for r in verdict.reasons if "before the measurement window" in r)
+    assert reason.startswith("5 requests failed before the measurement window (ramp-up/warm-up), mostly: ")
+    assert "503" in reason and not verdict.valid
