@@ -89,7 +89,8 @@ def diagnose(record: RunRecord) -> dict:
         missing.append(f"host CPU ({why})")
 
     if replicas:
-        limit = _replica_detail(replicas, containers, host.get("cores"), checked, missing)
+        threads = {r.name: r.cpu_threads for r in record.stack.replicas if r.cpu_threads}
+        limit = _replica_detail(replicas, containers, host.get("cores"), checked, missing, threads)
         if limit:
             found["replicas"] = limit
     else:
@@ -180,9 +181,14 @@ def _shares(record: RunRecord, replicas: list[str], gateway: str | None, contain
 
 
 def _replica_detail(replicas: list[str], containers: dict, host_cores: int | None, checked: list[str],
-                    missing: list[str]) -> str:
+                    missing: list[str], threads: dict[str, int] | None = None) -> str:
+    """`threads`: replicas that report how many threads run their inferences (the bundled service does) can
+    keep at most that many cores busy, so a single-threaded replica at 95% of one core is at its limit."""
+    threads = threads or {}
     used = [containers[n].get("cpu_pct_mean") for n in replicas]
     limits = [containers[n].get("cpu_limit_cores") for n in replicas]
+    limits = [min(lim, threads[n]) if lim is not None and n in threads else lim for n, lim in zip(replicas, limits,
+                                                                                                   strict=True)]
     if None in used or None in limits:
         what = "CPU" if None in used else "CPU limit"
         checked.append(f"replicas' CPU: {what} not recorded for every replica")
@@ -193,7 +199,8 @@ def _replica_detail(replicas: list[str], containers: dict, host_cores: int | Non
     share = sum(used) / 100 / usable if usable else 0.0
     each = ", ".join(f"{u:.0f}%" for u in used)
     line = (f"replicas' CPU {sum(used):.0f}% ({each}), {_pct(100 * share)} of the {usable:g} cores they may use "
-            f"(limits {'+'.join(f'{lim:g}' for lim in limits)})")
+            f"(limits {'+'.join(f'{lim:g}' for lim in limits)}"
+            f"{', inference threads included' if threads else ''})")
     checked.append(f"{line} (busy at {REPLICAS_BUSY_SHARE:.0%})")
     return f"the replicas were at their CPU limit: {line}" if share >= REPLICAS_BUSY_SHARE else ""
 

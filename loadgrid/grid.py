@@ -600,6 +600,7 @@ def _replica_report(replica: Replica, before: dict, after: dict) -> ReplicaRepor
         container=replica.container_id[:12], name=replica.name, status=replica.status, health=replica.health,
         restart_count=replica.restart_count, provider=after.get("provider"), device=after.get("device"),
         device_name=after.get("device_name"), requests_served=served,
+        cpu_threads=after.get("cpu_threads") if isinstance(after.get("cpu_threads"), int) else None,
     )
 
 

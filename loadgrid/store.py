@@ -28,6 +28,7 @@ class ReplicaReport:
     device: str | None = None
     device_name: str | None = None
     requests_served: int | None = None  # during this run, from the replica's own counter
+    cpu_threads: int | None = None  # the inference threads it reports (/health cpu_threads): the cores it can use
 
 
 @dataclass

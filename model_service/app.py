@@ -241,6 +241,9 @@ def create_app(
     async def health(request: Request) -> JSONResponse:
         base = {"replica": state.replica, "device": settings.device, "started_at": state.started_at,
                 "requests": state.requests, "errors": state.errors,
+                # One worker thread runs every inference on this many threads: the most cores a replica can
+                # keep busy, whatever its container's CPU limit (loadgrid judges "replicas at their limit" by it).
+                "cpu_threads": settings.intra_op_threads,
                 "batching": {"max_batch_size": settings.max_batch_size,
                              "max_batch_wait_ms": settings.max_batch_wait_ms}}
         classifier = state.classifier

@@ -74,6 +74,17 @@ def test_replicas_without_a_limit_are_judged_against_the_hosts_cores():
     assert kind(r) == "none found"
 
 
+def test_a_replica_is_at_its_limit_at_its_inference_threads():
+    # The bundled service reports cpu_threads (its inference threads) in /health: one thread at 95% of a core
+    # is that replica's limit even with no container limit on a 2-core host.
+    r = record(models=1, tel=telemetry(host=60.0, replicas=(95.0,), replica_limit=2.0))
+    assert kind(r) == "none found"
+    r.stack.replicas = [store.ReplicaReport("c1", "m1", "running", "healthy", cpu_threads=1)]
+    d = bottleneck.diagnose(r)
+    assert d["kind"] == "replicas"
+    assert "95% of the 1 cores they may use (limits 1, inference threads included)" in d["detail"]
+
+
 def test_gateway_at_its_cpu_limit():
     r = record(tel=telemetry(host=60.0, replicas=(30.0, 30.0), gateway=92.0, gateway_limit=1.0, cores=4))
     d = bottleneck.diagnose(r)
@@ -250,6 +261,8 @@ def test_a_real_run_records_host_cpu_container_limits_and_its_bottleneck(tmp_pat
     assert {c["service"] for c in containers.values()} == {"model", "gateway"}
     assert all(c["cpu_limit_cores"] == host["cores"] for c in containers.values())  # the bundled stack sets none
     assert all(c["cpu_interval"] == "measurement window" for c in containers.values())
+    # the bundled replica reports its one inference thread, so its limit is one core, not the host's
+    assert [r["cpu_threads"] for r in data["stack"]["replicas"]] == [1]
     limit = data["bottleneck"]
     assert limit["kind"] in bottleneck.KINDS and limit["kind"] != "unknown", limit
     assert any(c.startswith("host CPU") for c in limit["checked"]), limit

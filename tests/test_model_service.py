@@ -130,7 +130,7 @@ def test_health_when_ready(client):
     assert h["device"] == "cpu" and h["device_name"]
     assert h["model"] == {"name": "efficientnet_lite0", "sha256": SHA256}
     assert h["replica"] == r.headers["X-Replica"]
-    assert h["requests"] == 0 and h["errors"] == 0
+    assert h["requests"] == 0 and h["errors"] == 0 and h["cpu_threads"] == 1
     assert re.match(r"\d{4}-\d\d-\d\dT", h["started_at"])
 
 
