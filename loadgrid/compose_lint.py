@@ -53,7 +53,9 @@ def ports(service: dict) -> list[Port]:
     """A service's published ports, from short syntax ("127.0.0.1:8080:80/tcp", "80", 80) or long syntax
     ({target, published, host_ip}, as `docker compose config` writes them)."""
     out = []
-    for entry in service.get("ports") or []:
+    entries = service.get("ports") if isinstance(service, dict) else None
+    # A malformed `ports` (not a list) is Compose's to name: `docker compose config` refuses the file.
+    for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict):
             published = str(entry.get("published") or "")
             target = str(entry.get("target", ""))

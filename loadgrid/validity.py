@@ -138,12 +138,13 @@ def window_too_short(load: LoadReport, run_time_s: float | None, ramp_up_s: floa
 # timer jitter on a busy but healthy machine (bench/accuracy.py: p99 3-6 ms with the target alone, and
 # beside the bundled stack) from failing runs whose latencies are tens of ms. Fewer than LAG_MIN_SAMPLES
 # wake-ups (one second at the 20 ms interval) cannot place a p99, and fewer than LAG_MIN_OVER wake-ups
-# over the limit are a hiccup or two (in a 3 s run the p99 of 150 wake-ups is its second worst), not a
+# over the limit are a few hiccups (in a 3 s run the p99 of 150 wake-ups is its second worst; on a shared 2-core
+# machine beside the bundled stack 5 late of 400 was seen with nothing starved), not a
 # generator that lagged.
 LAG_SHARE = 0.05
 LAG_FLOOR_MS = 8.0
 LAG_MIN_SAMPLES = 50
-LAG_MIN_OVER = 5
+LAG_MIN_OVER = 10
 
 
 def lag_limit_ms(latency_p50_ms: float | None) -> float:

@@ -180,3 +180,9 @@ def test_real_engine_lint_before_anything_is_built(tmp_path):
         stack.ComposeStack("lintcheck-cpu", (bad / "main.yml",), "model").validate()
     assert err.value.messages == (line.removeprefix("loadgrid: error: ").replace("docker-compose.yml", "main.yml"),)
     assert project_resources("lintcheck-cpu") == ([], [])
+
+
+def test_malformed_ports_are_left_to_compose_not_a_traceback():
+    # `ports: 12` is Compose's to refuse (docker compose config names the file); the lint must not crash on it
+    assert compose_lint.ports({"ports": 12}) == [] and compose_lint.ports("not a mapping") == []
+    assert compose_lint.lint({"model": {"ports": 12}}, "model", None, "f.yml").errors == ()
