@@ -367,7 +367,41 @@ def _noise_lines(cmp: Comparison) -> list[str]:
     return out
 
 
+def capacity_lines(a: Side, b: Side, target_ms: float) -> list[str]:
+    """Per stack size on both sides: the capacity as the report and the answer state it (`sizing`), with its kind."""
+    from . import sizing
+
+    by_variant = a.variant is None
+    caps_a = sizing.by_stack(list(a.records), target_ms)
+    caps_b = sizing.by_stack(list(b.records), target_ms)
+
+    def key(k: tuple[str, int]) -> tuple:
+        return k if by_variant else (k[1],)
+
+    ka = {key(k): c for k, c in caps_a.items()}
+    kb = {key(k): c for k, c in caps_b.items()}
+    out = []
+    for k in sorted(set(ka) & set(kb), key=lambda k: (analysis._variant_rank(k[0]), k[1]) if by_variant else k):
+        ca, cb = ka[k], kb[k]
+        who = f"{ca.variant} {analysis.replicas_text(ca.replicas)}" if by_variant else \
+            analysis.replicas_text(ca.replicas)
+
+        def words(c) -> str:
+            if c.rps is None:
+                return "none"
+            return (f"{'at least ' if c.at_least else ''}{fmt_rps(c.rps)} req/s ({c.label}, "
+                    f"{', '.join(c.run_ids)})")
+
+        change = f", {fmt_pct(cb.rps / ca.rps - 1, signed=True)}" if ca.rps and cb.rps is not None else ""
+        out.append(f"capacity {who} (p95 < {fmt_ms(target_ms)} ms): A {words(ca)} → B {words(cb)}{change}")
+    return out
+
+
 def run(a_spec: str, b_spec: str, fail_pct: float | None = None) -> tuple[str, int]:
     """The table text and the exit status (0 or 1); bad input raises `UserError` (exit 2)."""
-    cmp = compare(load_side(a_spec), load_side(b_spec), fail_pct)
-    return render(cmp), cmp.exit_code
+    from .report import latency_target
+
+    a, b = load_side(a_spec), load_side(b_spec)
+    cmp = compare(a, b, fail_pct)
+    caps = capacity_lines(a, b, latency_target(a.folder)[0])
+    return render(cmp) + ("\n\n" + "\n".join(caps) if caps else ""), cmp.exit_code
