@@ -86,6 +86,8 @@ def _open_loop(runs: list[RunRecord], variant: str, models: int, target_ms: floa
     passing = [rate for rate, probes in judged.items()
                if all(p.passed for p in probes) and any(analysis.usable(r) for r in by_rate[rate])]
     if not passing:
+        if not any(analysis.usable(r) for rs in by_rate.values() for r in rs):
+            return "open loop: every open-loop run was invalid"
         return f"open loop: no rate tried held (lowest {format_number(min(by_rate))} req/s)"
     best = max(passing)
     ok = [r for r in by_rate[best] if analysis.usable(r)]

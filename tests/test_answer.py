@@ -213,3 +213,98 @@ def test_compare_states_the_same_capacity(tmp_path):
     assert ("capacity cpu 1 replica (p95 < 500 ms): A 132 req/s (open loop, cpu/1_cap_r132) → B 140 req/s "
             "(open loop, cpu/1_cap_r140), +6%") in text
     assert report.latency_target(a)[0] == 500
+
+
+# --- end to end: a grid and a capacity search against a local server, the answer said last ------------------
+
+def test_orchestrate_ends_with_the_answer_and_it_matches_the_capacity_search(tmp_path):
+    from sink_server import SinkServer
+    from test_target_runs import JPEG, orchestrate
+
+    # one request at a time in 20 ms: 50 req/s at most
+    with SinkServer(delay_s=0.02, serial=True) as server:
+        (tmp_path / "config.yaml").write_text(
+            f"target: {server.url}/predict\npayload: {JPEG}\nrun_time: 2s\nnum_users_list: [2]\n"
+            f"latency_target_ms: 250\ncapacity_search: {{start: 10, max: 40, steps: 3, run_time: 4s}}\n"
+            f"client_cpu_limit_pct: 100\nexpected_rps: 5\n")
+        proc = orchestrate(["--config", "config.yaml"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = tmp_path / "reports"
+    ans = json.loads((out / "answer.json").read_text())
+    searched = json.loads((out / "capacity.json").read_text())["stacks"][0]
+    (target,) = ans["variants"]
+    assert target["holds"]["capacity_rps"] == searched["capacity_rps"] and target["holds"]["kind"] == "open loop"
+    assert target["holds"]["run_ids"] == [searched["run_id"]]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last == ans["lines"][-1] and last.startswith("answer: target: 5 req/s with p95 under 250 ms: the "
+                                                        f"endpoint holds it ({searched['run_id']}, capacity ")
+    page = (out / "index.html").read_text()
+    assert page.index('id="answer"') < page.index('id="conclusions"')
+
+
+# --- config ------------------------------------------------------------------------------------------------
+
+CONFIG = ("num_models_list: [1]\nnum_users_list: [4]\nspawn_rate_list: [4]\nrun_time: 20s\noutput_dir: out\n"
+          "host: http://localhost:8080\nvariants: [cpu, gpu]\n")
+
+
+@pytest.fixture
+def project(tmp_path):
+    for name in ("docker-compose.yml", "docker-compose.gpu.yml"):
+        (tmp_path / name).write_text("services: {model: {}, gateway: {}}\n")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "a.jpg").write_bytes(b"\xff\xd8")
+    return tmp_path
+
+
+def dry_run(project, text, capsys, *flags):
+    (project / "config.yaml").write_text(CONFIG + text)
+    code = cli.main(["--config", str(project / "config.yaml"), "--dry-run", *flags])
+    captured = capsys.readouterr()
+    return code, captured.err.splitlines()
+
+
+def test_expected_load_and_costs_are_read_from_config_and_flags(project, capsys):
+    from loadgrid import config
+
+    (project / "config.yaml").write_text(CONFIG + "expected_rps: 300\ncost_per_replica: {cpu: 0.10, gpu: 1.20}\n")
+    cfg = config.load(project / "config.yaml")
+    assert cfg.expected_rps == 300 and cfg.cost_per_replica == {"cpu": 0.10, "gpu": 1.20}
+    args = cli.parse_args(["--config", str(project / "config.yaml"), "--expected-rps", "50",
+                           "--cost-per-replica", "{cpu: 1, gpu: 2}"])
+    cfg = cli.load_config(args)
+    assert cfg.expected_rps == 50 and cfg.cost_per_replica == {"cpu": 1.0, "gpu": 2.0}
+
+
+@pytest.mark.parametrize("text, error", [
+    ("expected_rps: 0\n", "config: expected_rps: got 0; expected a number above zero"),
+    ("expected_rps: lots\n", "config: expected_rps: got 'lots'; expected a number above zero"),
+    ("cost_per_replica: 3\n", "config: cost_per_replica: got 3; expected a mapping of variant to the cost of one "
+                              "replica, e.g. {cpu: 0.10, gpu: 1.20}"),
+    ("cost_per_replica: {tpu: 1}\n", "config: cost_per_replica: 'tpu' is not a variant that is run; use one of "
+                                     "cpu, gpu"),
+    ("cost_per_replica: {gpu: -1}\n", "config: cost_per_replica.gpu: got -1; expected a cost of 0 or more (any "
+                                      "unit), e.g. 0.10"),
+    ("cost_per_replica: {gpu: cheap}\n", "config: cost_per_replica.gpu: got 'cheap'; expected a cost of 0 or more "
+                                         "(any unit), e.g. 0.10"),
+])
+def test_bad_expected_load_or_costs_are_one_line_naming_the_key(project, capsys, text, error):
+    code, lines = dry_run(project, text, capsys)
+    assert code == 2 and lines == [f"loadgrid: error: {error}"]
+    assert not (project / "out").exists()
+
+
+def test_a_bad_flag_names_the_flag(project, capsys):
+    code, lines = dry_run(project, "", capsys, "--expected-rps", "-5")
+    assert code == 2 and lines == ["loadgrid: error: --expected-rps: got -5; expected a number above zero"]
+
+
+def test_costs_for_a_variant_not_run_and_in_target_mode_are_refused(project, capsys):
+    (project / "config.yaml").write_text(CONFIG.replace("variants: [cpu, gpu]\n", "") + "cost_per_replica: {gpu: 1}\n")
+    assert cli.main(["--config", str(project / "config.yaml"), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == ("loadgrid: error: config: cost_per_replica: 'gpu' is not a variant "
+                                               "that is run; use one of cpu")
+    (project / "config.yaml").write_text(f"target: http://127.0.0.1:9/predict\npayload: {project / 'images'}\n"
+                                         "num_users_list: [1]\nrun_time: 5s\ncost_per_replica: {cpu: 1}\n")
+    assert cli.main(["--config", str(project / "config.yaml"), "--dry-run"]) == 2
+    assert "config: cost_per_replica: not used with target" in capsys.readouterr().err
