@@ -96,8 +96,6 @@ def extrapolate(sizes: list[StackCapacity], expected_rps: float) -> dict:
     else:  # no size reaches it: measuring near the predicted peak confirms the ceiling (when not measured yet)
         peak = out.get("peak_replicas")
         out["next_to_measure"] = round(peak) if peak is not None and round(peak) > top_n else None
-        if out["next_to_measure"] is not None:
-            out["text"] += f"; measuring {out['next_to_measure']} replicas would confirm that ceiling"
     return out
 
 
@@ -227,6 +225,8 @@ def variant_line(answer: dict, e: dict) -> str:
                  f"{replicas_text(x['replicas_needed'])}; measure {x['next_to_measure']} replicas next")
     elif x is not None:
         text += f"; not measured: {x['text']}"
+        if x["next_to_measure"] is not None:
+            text += f"; measure {x['next_to_measure']} replicas next to confirm that ceiling"
     return text
 
 

@@ -14,7 +14,9 @@ percent, or its mean p95 latency higher by more than PCT percent, AND that chang
 t-test at 95% (two-sided, Welch-Satterthwaite degrees of freedom) on the valid repeats, when both sides have at
 least two. A change beyond PCT within the noise is "not significant", not worse. With a single valid run on a
 side the noise cannot be judged: the tolerance alone decides, labelled "single run: noise not judged". B is
-also worse where it has no valid repeat and A has one. Exit status: 0 no point worse (always 0 without the
+also worse where it has no valid repeat and A has one. After the table, per stack size on both sides, the capacity
+as the report and the answer state it (`sizing`: open loop when measured, else closed loop, lower confidence) under
+A's latency target. Exit status: 0 no point worse (always 0 without the
 option), 1 some point worse, 2 bad input (missing folder, unknown variant, no common grid point).
 """
 

@@ -213,6 +213,10 @@ def test_compare_states_the_same_capacity(tmp_path):
     assert ("capacity cpu 1 replica (p95 < 500 ms): A 132 req/s (open loop, cpu/1_cap_r132) → B 140 req/s "
             "(open loop, cpu/1_cap_r140), +6%") in text
     assert report.latency_target(a)[0] == 500
+    both = stored_folder(tmp_path / "both", afx.sized())
+    text, _ = compare.run(f"{both}:cpu", f"{both}:gpu")  # two variants of one folder: matched by replicas
+    assert ("capacity 1 replica (p95 < 500 ms): A 132 req/s (open loop, cpu/1_cap_r132) → B 400 req/s (open loop, "
+            "gpu/1_cap_r400), +203%") in text
 
 
 # --- end to end: a grid and a capacity search against a local server, the answer said last ------------------
