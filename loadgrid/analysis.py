@@ -11,7 +11,9 @@ Definitions used by the report (and stated on the page):
   scaling efficiency = peak(N) / (N / N0 x peak(N0)), N0 the smallest replica count run (normally 1);
 - speedup: for each grid point (replicas, users, spawn rate) with a usable run in both variants,
   throughput other/base, and the latency ratios other/base (below 1: the other variant is faster);
-- capacity of (variant, replicas): the usable run with the highest throughput whose p95 is under the target;
+- capacity of (variant, replicas): `sizing.stack_capacities`, the one figure used everywhere: open loop when
+  measured, else the closed-loop grid point with the highest throughput whose p95 is under the target
+  (`capacities` below, labelled lower confidence);
 - saturation of (variant, replicas): on its curve, the smallest user count after which throughput never
   again rose by `SATURATION_GAIN` (5%) or more; none when throughput was still rising at the largest count;
 - repeats: a grid point (variant, replicas, users, spawn rate) run several times is one point everywhere
@@ -597,27 +599,26 @@ def _saturation_sentences(records: list[RunRecord]) -> list[Conclusion]:
 
 
 def _capacity_sentences(records: list[RunRecord], target_ms: float) -> list[Conclusion]:
-    caps = capacities(records, target_ms)
+    """The capacity per stack size, as `sizing` defines it (the one figure on the page), with its kind."""
+    from . import sizing  # sizing builds on this module's points, so it is imported here, not at the top
+
+    caps = sizing.stack_capacities(records, target_ms)
     out = []
-    met = [c for c in caps if c.best is not None]
+    met = [c for c in caps if c.rps is not None]
     target = fmt_ms(target_ms)
     if met:
-        top = max(met, key=lambda c: c.best.rps)
-        b = top.best
-        out.append(Conclusion(f"The highest throughput with p95 under {target} ms: {top.variant} "
-                              f"{replicas_text(top.replicas)}, {fmt_rps(b.rps)} req/s at {b.users} users "
-                              f"(p95 {fmt_ms(b.p95)} ms, {b.ref}).", b.ids))
-        for variant in {c.variant for c in met} - {top.variant}:
-            vbest = max((c for c in met if c.variant == variant), key=lambda c: c.best.rps)
-            vb = vbest.best
-            out.append(Conclusion(f"For {variant} it is {replicas_text(vbest.replicas)}: {fmt_rps(vb.rps)} req/s at "
-                                  f"{vb.users} users (p95 {fmt_ms(vb.p95)} ms, {vb.ref}).", vb.ids))
+        top = max(met, key=lambda c: c.rps)
+        out.append(Conclusion(f"The highest capacity with p95 under {target} ms: {top.variant} "
+                              f"{replicas_text(top.replicas)}, {top.text()}; {', '.join(top.run_ids)}.", top.run_ids,
+                              see="capacity"))
+        for variant in sorted({c.variant for c in met} - {top.variant}, key=_variant_rank):
+            vbest = max((c for c in met if c.variant == variant), key=lambda c: c.rps)
+            out.append(Conclusion(f"For {variant} it is {replicas_text(vbest.replicas)}: {vbest.text()}; "
+                                  f"{', '.join(vbest.run_ids)}.", vbest.run_ids, see="capacity"))
     for c in caps:
-        if c.best is None:
-            low = c.lowest_p95
-            if low is None:
-                continue
-            out.append(Conclusion(f"{c.variant} with {replicas_text(c.replicas)} never kept p95 under {target} ms "
-                                  f"(lowest: {fmt_ms(low.p95)} ms at {low.users} users, {low.ref}).",
-                                  low.ids))
+        if c.rps is None and (c.p95_ms is not None or c.note):
+            low = (f" (lowest: {fmt_ms(c.p95_ms)} ms at {c.where.split(', spawn')[0]}, {', '.join(c.run_ids)})"
+                   if c.p95_ms is not None else f" ({c.note})")
+            out.append(Conclusion(f"{c.variant} with {replicas_text(c.replicas)} never kept p95 under {target} ms"
+                                  f"{low}.", c.run_ids, "finding" if c.run_ids else "note"))
     return out

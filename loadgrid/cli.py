@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__, grid, hold, report, stack, starter, store
+from . import answer as answer_mod
 from . import compare as compare_mod
 from . import config as config_mod
 from . import payload as payload_mod
@@ -85,6 +86,10 @@ LOAD_FLAGS = (
     ("--max-in-flight", "max_in_flight", "N", "open loop: requests in flight per Locust process"),
     ("--output", "output_dir", "DIR", "output folder"),
     ("--latency-target", "latency_target_ms", "MS", "p95 target for capacity"),
+    ("--expected-rps", "expected_rps", "RPS", "the load to plan for: the answer names the smallest size that holds "
+                                             "it with p95 under the target"),
+    ("--cost-per-replica", "cost_per_replica", "{cpu: C, gpu: C}", "the cost of one replica per variant (any unit), "
+                                                                  "for the cheapest answer"),
 )
 LIST_KEYS = ("num_users_list", "spawn_rate_list", "threads", "arrival_rate_list")
 PATH_KEYS = ("payload", "output_dir")
@@ -219,7 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(plan_mod.describe(plan, config))
         return 0
     if not plan.runs and not config.capacity_search:
-        report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms)
+        report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms, plan_for=_plan_for(config))
+        _say_answer(config.output_dir)
         return 0
     projects = [] if config.target_mode else sorted({f"{config.project}-{spec.variant}" for spec in plan.runs}
                                                     | {f"{config.project}-{v}" for v in config.variants})
@@ -240,18 +246,31 @@ def _run_held(config, plan) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     session = grid.write_session(config, outcome)
-    written = report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms)
+    written = report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms,
+                               plan_for=_plan_for(config))
     invalid = [r for r in outcome.records if r.status == "completed" and not r.validity.valid]
     print(f"{len(outcome.records)} runs: {len(outcome.records) - len(outcome.failed) - len(invalid)} valid, "
           f"{len(invalid)} invalid, {len(outcome.failed)} failed")
     print(outcome.timings.line())
     print(f"results: {written[1]} and {written[0]} (timings: {session})")
+    _say_answer(config.output_dir)
     return 1 if outcome.failed else 0
+
+
+def _plan_for(config: config_mod.Config) -> tuple[float | None, dict[str, float]]:
+    return config.expected_rps, dict(config.cost_per_replica)
+
+
+def _say_answer(output: Path) -> None:
+    # Last, so the answer is what a reader of the console sees first when the run ends.
+    for line in answer_mod.stored_lines(output):
+        _say(line)
 
 
 def cmd_report(output: Path) -> int:
     for path in report.write_all(output):
         print(f"wrote {path}")
+    _say_answer(output)
     return 0
 
 

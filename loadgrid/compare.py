@@ -14,7 +14,9 @@ percent, or its mean p95 latency higher by more than PCT percent, AND that chang
 t-test at 95% (two-sided, Welch-Satterthwaite degrees of freedom) on the valid repeats, when both sides have at
 least two. A change beyond PCT within the noise is "not significant", not worse. With a single valid run on a
 side the noise cannot be judged: the tolerance alone decides, labelled "single run: noise not judged". B is
-also worse where it has no valid repeat and A has one. Exit status: 0 no point worse (always 0 without the
+also worse where it has no valid repeat and A has one. After the table, per stack size on both sides, the capacity
+as the report and the answer state it (`sizing`: open loop when measured, else closed loop, lower confidence) under
+A's latency target. Exit status: 0 no point worse (always 0 without the
 option), 1 some point worse, 2 bad input (missing folder, unknown variant, no common grid point).
 """
 
@@ -367,7 +369,41 @@ def _noise_lines(cmp: Comparison) -> list[str]:
     return out
 
 
+def capacity_lines(a: Side, b: Side, target_ms: float) -> list[str]:
+    """Per stack size on both sides: the capacity as the report and the answer state it (`sizing`), with its kind."""
+    from . import sizing
+
+    by_variant = a.variant is None
+    caps_a = sizing.by_stack(list(a.records), target_ms)
+    caps_b = sizing.by_stack(list(b.records), target_ms)
+
+    def key(k: tuple[str, int]) -> tuple:
+        return k if by_variant else (k[1],)
+
+    ka = {key(k): c for k, c in caps_a.items()}
+    kb = {key(k): c for k, c in caps_b.items()}
+    out = []
+    for k in sorted(set(ka) & set(kb), key=lambda k: (analysis._variant_rank(k[0]), k[1]) if by_variant else k):
+        ca, cb = ka[k], kb[k]
+        who = f"{ca.variant} {analysis.replicas_text(ca.replicas)}" if by_variant else \
+            analysis.replicas_text(ca.replicas)
+
+        def words(c) -> str:
+            if c.rps is None:
+                return "none"
+            return (f"{'at least ' if c.at_least else ''}{fmt_rps(c.rps)} req/s ({c.label}, "
+                    f"{', '.join(c.run_ids)})")
+
+        change = f", {fmt_pct(cb.rps / ca.rps - 1, signed=True)}" if ca.rps and cb.rps is not None else ""
+        out.append(f"capacity {who} (p95 < {fmt_ms(target_ms)} ms): A {words(ca)} → B {words(cb)}{change}")
+    return out
+
+
 def run(a_spec: str, b_spec: str, fail_pct: float | None = None) -> tuple[str, int]:
     """The table text and the exit status (0 or 1); bad input raises `UserError` (exit 2)."""
-    cmp = compare(load_side(a_spec), load_side(b_spec), fail_pct)
-    return render(cmp), cmp.exit_code
+    from .report import latency_target
+
+    a, b = load_side(a_spec), load_side(b_spec)
+    cmp = compare(a, b, fail_pct)
+    caps = capacity_lines(a, b, latency_target(a.folder)[0])
+    return render(cmp) + ("\n\n" + "\n".join(caps) if caps else ""), cmp.exit_code

@@ -66,6 +66,9 @@ class Config:
     startup_timeout_s: int = 300
     # The comparison report's capacity: the highest throughput whose p95 stays under this target.
     latency_target_ms: float = 500.0
+    # The load to plan for (req/s) and the cost of one replica per variant (any unit): see answer.py.
+    expected_rps: float | None = None
+    cost_per_replica: dict[str, float] = field(default_factory=dict)
     # Honest runs: statistics start when every user is spawned, plus this warm-up.
     warmup_s: int = 0
     repeats: int = 1
@@ -302,6 +305,7 @@ _OPTIONAL = (
     "variants", "compose_files", "gpu_compose_files", "service", "project", "output_dir", "locustfile",
     "images_dir", "predict_path", "replica_health_path", "replica_port", "startup_timeout", "latency_target_ms",
     "warmup", "repeats", "locust_processes", "client_cpu_limit_pct", "gpu_count", "gpu_device_ids", "gpu_required",
+    "expected_rps", "cost_per_replica",
 )
 # Existing endpoints, payloads, processes x threads, request-count stop, open loop, capacity search.
 _LOAD_KEYS = (
@@ -312,7 +316,7 @@ _LOAD_KEYS = (
 COMPOSE_KEYS = (
     "num_models_list", "host", "predict_path", "variants", "compose_files", "gpu_compose_files", "service",
     "project", "replica_health_path", "replica_port", "startup_timeout", "gpu_count", "gpu_device_ids",
-    "gpu_required",
+    "gpu_required", "cost_per_replica",
 )
 # Keys that set the load axis: a CLI flag for one of them replaces all of them.
 LOAD_AXIS_KEYS = ("num_users_list", "threads", "arrival_rate_list")
@@ -599,6 +603,9 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
         startup_timeout_s=errors.option(raw, "startup_timeout",
                                         lambda r, k: parse_duration(r[k], "startup_timeout"), 300),
         latency_target_ms=errors.option(raw, "latency_target_ms", _positive_number, 500.0),
+        expected_rps=errors.option(raw, "expected_rps", _positive_number, None),
+        cost_per_replica=errors.take(_cost_per_replica, raw, variants, default={})
+        if "cost_per_replica" in raw and target is None else {},
         repeats=errors.option(raw, "repeats", _positive_int, 1),
         client_cpu_limit_pct=errors.option(raw, "client_cpu_limit_pct", _percent, 60.0),
         **errors.take(_gpu_settings, raw, default={}),
@@ -628,6 +635,24 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
 # only re-exports it (kept for `locust -f locustfile.py`), so it does not count as a config's own file.
 PACKAGED_LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 _ROOT_SHIM = Path(__file__).resolve().parent.parent / "locustfile.py"
+
+
+def _cost_per_replica(raw: dict, variants: Any) -> dict[str, float]:
+    """{variant: cost of one replica} (any unit, 0 or more), for variants that are run."""
+    value = raw["cost_per_replica"]
+    if not isinstance(value, dict) or not value:
+        raise _bad("cost_per_replica", value, "a mapping of variant to the cost of one replica, e.g. "
+                                              "{cpu: 0.10, gpu: 1.20}")
+    run = variants if isinstance(variants, tuple) else VARIANTS
+    out = {}
+    for key, cost in value.items():
+        if key not in run:
+            raise UserError(f"config: cost_per_replica: {key!r} is not a variant that is run; use one of "
+                            f"{', '.join(run)}")
+        if isinstance(cost, bool) or not isinstance(cost, (int, float)) or cost < 0 or cost != cost:
+            raise _bad(f"cost_per_replica.{key}", cost, "a cost of 0 or more (any unit), e.g. 0.10")
+        out[str(key)] = float(cost)
+    return out
 
 
 def _locustfile(raw: dict, base: Path) -> Path:

@@ -608,6 +608,7 @@ def write_session(config: Config, outcome: GridOutcome) -> Path:
     path = config.output_dir / "session.json"
     store.write_atomic(path, json.dumps({
         "finished_at": now(), "config": str(config.source), "latency_target_ms": config.latency_target_ms,
+        "expected_rps": config.expected_rps, "cost_per_replica": dict(config.cost_per_replica) or None,
         "runs": len(outcome.records),
         "failed": len(outcome.failed), "skipped_variants": outcome.skipped_variants,
         "timings_s": {k: round(v, 1) for k, v in outcome.timings.__dict__.items()},

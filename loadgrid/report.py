@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import analysis, bottleneck, capacity, run_page, store
+from . import analysis, bottleneck, capacity, run_page, sizing, store
+from . import answer as answer_mod
 from .analysis import Conclusion, Estimate, Point, PointStats, fmt_ms, fmt_pct, fmt_rps, replicas_text
 from .plan import format_number
 from .store import RunRecord
@@ -478,28 +479,29 @@ def speedup_section(records: list[RunRecord]) -> str:
 
 def capacity_section(records: list[RunRecord], target_ms: float) -> str:
     sats = {(s.variant, s.replicas): s for s in analysis.saturations(records)}
-    head = ["variant", "replicas", f"capacity req/s (p95 < {fmt_ms(target_ms)} ms)", "at", "p95 ms",
+    head = ["variant", "replicas", f"capacity req/s (p95 < {fmt_ms(target_ms)} ms)", "kind", "at", "p95 ms",
             "saturation", "req/s there"]
     rows = []
-    for c in analysis.capacities(records, target_ms):
-        if c.best is not None:
-            cap = [_num_td(c.best.rps, fmt_rps), _td(run_link(c.best.run_id) + f" ({esc(c.best.where)})", cls="l"),
-                   _num_td(c.best.p95, fmt_ms)]
+    for c in sizing.stack_capacities(records, target_ms):
+        runs = ", ".join(run_link(i) for i in c.run_ids)
+        if c.rps is not None:
+            ci = f'<br><span class="small">{esc(c.ci_text())}</span>' if c.ci_text() else ""
+            cap = [_td(("≥ " if c.at_least else "") + fmt_rps(c.rps) + ci, c.rps), _td(esc(c.label), cls="l"),
+                   _td(f"{runs} ({esc(c.where)})", cls="l"), _num_td(c.p95_ms, fmt_ms)]
         else:
-            low = c.lowest_p95
-            note = (f"none under target (lowest p95 {fmt_ms(low.p95)} ms: {run_link(low.run_id)})" if low
-                    else "no p95 recorded")
-            cap = [_td("–", -1, "bad"), _td(note, cls="l"), _td("–", -1)]
+            note = (f"none under target (lowest p95 {fmt_ms(c.p95_ms)} ms: {runs})" if c.p95_ms is not None
+                    else esc(c.note or "no p95 recorded"))
+            cap = [_td("–", -1, "bad"), _td("–", cls="l"), _td(note, cls="l"), _td("–", -1)]
         s = sats.get((c.variant, c.replicas))
         if s is None or len(s.curve) < 2:
-            sat = [_td("one user count only", -1, "l"), _td("–", -1)]
+            sat = [_td("one user count only" if s else "no closed-loop curve", -1, "l"), _td("–", -1)]
         elif s.at is None:
             sat = [_td(f"not reached (still rising at {s.last.users} users)", 1e12, "l"), _td("–", -1)]
         else:
             sat = [_td(f"about {s.at.users} users ({run_link(s.at.run_id)})", s.at.users, "l"),
                    _num_td(s.at.rps, fmt_rps)]
         rows.append("<tr>" + "".join([_td(esc(c.variant)), _td(c.replicas, c.replicas), *cap, *sat]) + "</tr>")
-    return table(head, rows, left=("variant", "at", "saturation"))
+    return table(head, rows, left=("variant", "kind", "at", "saturation"))
 
 
 def _ci_td(est: Estimate | None, fmt, wide: bool) -> str:
@@ -596,6 +598,8 @@ tr.wide { background: #fff4e0; } ul.conclusions li.warning { color: #8a4b00; }
 .badge { display: inline-block; background: #b42318; color: #fff; border-radius: 3px; padding: 0 .35em;
          font-size: .85em; font-weight: 600; }
 svg .ci { opacity: .8; }
+.notmeasured { background: #fff4e0; border-left: 4px solid #f28e2b; padding: .3em .6em; margin: .3em 0; }
+p.answer { font-size: 1.15em; } #answer table td.l, #answer table th.l { text-align: left; }
 .nodata { background: #f6f6f6; padding: .6em; border-left: 4px solid #bbb; }
 .filter { margin: .4em 0; }
 """
@@ -650,7 +654,7 @@ def _figures(charts: list[str]) -> str:
 
 
 def index_html(records: list[RunRecord], latency_target_ms: float = DEFAULT_LATENCY_TARGET_MS,
-               target_source: str = "", capacity_search: str = "") -> str:
+               target_source: str = "", capacity_search: str = "", answer: str = "") -> str:
     """The comparison page; `capacity_search` is the open-loop capacity search's section, if one ran."""
     usable = [r for r in records if analysis.usable(r)]
     present = analysis.variants(records)
@@ -676,6 +680,7 @@ def index_html(records: list[RunRecord], latency_target_ms: float = DEFAULT_LATE
 {fmt_ms(latency_target_ms)} ms{esc(target_source)}. Built from the run records stored in this folder; rebuild with
 <code>python orchestrate.py report FOLDER</code>.</p>
 
+{answer}
 <h2 id="conclusions">Conclusions</h2>
 <ul class="conclusions">
 {conclusions}
@@ -702,7 +707,9 @@ run (normally 1); 100% is linear. The dotted lines are linear scaling from N<sub
 {speedup_section(records)}
 
 <h2 id="capacity">Capacity and saturation</h2>
-<p>Capacity: the highest throughput of a valid run whose p95 stayed under {fmt_ms(latency_target_ms)} ms.
+<p>Capacity: the highest open-loop arrival rate a stack size held with p95 under {fmt_ms(latency_target_ms)} ms
+when open-loop runs measured it, else the highest closed-loop throughput of a valid run whose p95 stayed under it
+(lower confidence); the same figure as in the answer and the conclusions.
 Saturation: the smallest user count after which throughput never again rose by
 {fmt_pct(analysis.SATURATION_GAIN)} or more (on the curve above).</p>
 {capacity_section(records, latency_target_ms)}
@@ -740,15 +747,22 @@ def latency_target(output_dir: Path, latency_target_ms: float | None = None) -> 
     return DEFAULT_LATENCY_TARGET_MS, " (default; set latency_target_ms in config.yaml)"
 
 
-def write_all(output_dir: Path, latency_target_ms: float | None = None) -> list[Path]:
+def write_all(output_dir: Path, latency_target_ms: float | None = None,
+              plan_for: tuple[float | None, dict[str, float]] | None = None) -> list[Path]:
+    """summary.csv, index.html, points.csv and answer.json; `plan_for`: (expected_rps, cost_per_replica), else
+    as session.json stored them."""
     records = store.load_all(output_dir)
     target, source = latency_target(output_dir, latency_target_ms)
     written = []
     search = capacity.section_html(output_dir) if (output_dir / "capacity.json").exists() else ""
-    page = index_html(records, target, source, capacity_search=search)
+    expected_rps, cost = answer_mod.settings(output_dir) if plan_for is None else plan_for
+    found = answer_mod.build(records, target, expected_rps, cost)
+    written_answer = answer_mod.write(output_dir, found)
+    page = index_html(records, target, source, capacity_search=search,
+                      answer=answer_mod.section_html(found, run_link))
     for name, text in (("summary.csv", summary_csv(records)), ("index.html", page),
                        ("points.csv", points_csv(records))):
         store.write_atomic(output_dir / name, text)
         written.append(output_dir / name)
     run_page.annotate_all(output_dir)
-    return written
+    return written + [written_answer]

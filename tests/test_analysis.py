@@ -105,8 +105,10 @@ def test_conclusions_with_cpu_and_gpu(stored):
     assert "cpu with 1 replica saturates at about 16 users (40 req/s, cpu/1_16_4)" in text
     assert "latency grows (p95 300 → 800 ms at 32 users, cpu/1_32_4), throughput does not" in text
     assert "cpu with 2 replicas did not saturate within the grid" in text
-    assert "The highest throughput with p95 under 500 ms: gpu 2 replicas, 90 req/s at 16 users" in text
-    assert "For cpu it is 2 replicas: 76 req/s at 32 users" in text
+    # capacity as sizing defines it, with its kind: closed loop here (no open-loop run), never the invalid 500 req/s
+    assert ("The highest capacity with p95 under 500 ms: gpu 2 replicas, at least 90 req/s (closed loop, lower "
+            "confidence: 16 users, spawn 4/s, p95 60 ms") in text
+    assert "For cpu it is 2 replicas: at least 76 req/s (closed loop, lower confidence: 32 users" in text
     # the invalid and failed runs appear only in the coverage note, never as evidence
     for c in conclusions[1:]:
         assert "cpu/2_64_4" not in c.run_ids and "gpu/2_32_4" not in c.run_ids, c
@@ -147,7 +149,7 @@ def test_gpu_slower_somewhere_is_reported(stored):
 def test_no_run_meets_the_target(stored):
     text = texts(analysis.conclusions(stored(fx.cpu_only()), 40))
     assert "cpu with 1 replica never kept p95 under 40 ms (lowest: 60 ms at 4 users, cpu/1_4_4)" in text
-    assert "The highest throughput with p95 under" not in text
+    assert "The highest capacity with p95 under" not in text
 
 
 def test_nothing_usable(stored):
