@@ -75,7 +75,7 @@ def wait_ready(send: Callable[[], Answer], replicas: int, timeout_s: float, meth
         if waited >= timeout_s:
             return {"method": method, "ready": False, "waited_s": round(waited, 2), "requests": sent,
                     "detail": f"no {need} requests in a row served with settled latency within "
-                              f"{timeout_s:g} s (startup_timeout); last: {last_problem}"}
+                              f"{timeout_s:.0f} s (startup_timeout); last: {last_problem}"}
         if answer.latency_ms is None:
             pause(POLL_S)  # pacing between attempts of a bounded loop, not synchronisation
 
