@@ -18,14 +18,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
-from . import bottleneck, capacity, compose_lint, gpu, load, quiesce, store, validity
+from . import bottleneck, capacity, compose_lint, gpu, load, quiesce, readiness, store, validity
 from . import payload as payload_mod
 from . import plan as plan_mod
 from .config import TARGET_VARIANT, Config
 from .errors import UserError
 from .monitor import Monitor
 from .plan import Plan, RunSpec, StackGroup
-from .stack import ComposeStack, Replica, StackError, running, wait_reachable
+from .stack import ComposeStack, Replica, StackError, running
 from .store import Incident, LoadReport, ReplicaReport, RunRecord, StackReport, Validity
 
 
@@ -52,6 +52,8 @@ class GridOutcome:
     records: list[RunRecord] = field(default_factory=list)
     skipped_variants: dict[str, str] = field(default_factory=dict)
     timings: Timings = field(default_factory=Timings)
+    # One per scale step: {project, models, seconds (scaling and start-up), ready, readiness_s, method}.
+    scale_steps: list[dict] = field(default_factory=list)
 
     @property
     def failed(self) -> list[RunRecord]:
@@ -245,32 +247,19 @@ def _run_variant(config: Config, variant: str, groups: list[StackGroup], outcome
                     _finish(config, outcome, _failed_record(config, spec, stack, fit_problems[group.models]), say,
                             progress)
                 continue
-            t0 = time.monotonic()
-            try:
-                say(f"[{variant}] scaling {config.service} to {group.models}")
-                stack.scale(group.models, config.startup_timeout_s)
-                wait_reachable(config.host, timeout_s=min(30, config.startup_timeout_s))
-                _measure_baseline(config, stack.project, group.models)
-                scale_error = None
-            except StackError as exc:
-                scale_error = str(exc)
-            finally:
-                t.scale_s += time.monotonic() - t0
+            say(f"[{variant}] scaling {config.service} to {group.models}")
+            scale_error = bring_up(config, stack, group.models, outcome, say)
             for spec in group.runs:
                 if scale_error:
-                    record = _failed_record(config, spec, stack, f"stack not ready: {scale_error}")
+                    record = _failed_record(config, spec, stack, scale_error,
+                                            _readiness.get((stack.project, group.models), {}))
                 else:
                     record = _run_point(config, spec, stack, t, say, progress)
                 _finish(config, outcome, record, say, progress)
                 if record.status == "completed" and not _stack_whole(record):
-                    # A replica died during this run: bring the stack back to N healthy before the next one.
-                    t0 = time.monotonic()
-                    try:
-                        stack.scale(group.models, config.startup_timeout_s)
-                    except StackError as exc:
-                        scale_error = f"could not restore {group.models} replicas: {exc}"
-                    finally:
-                        t.scale_s += time.monotonic() - t0
+                    # A replica died during this run: bring the stack back to N ready before the next one.
+                    error = bring_up(config, stack, group.models, outcome, say)
+                    scale_error = f"could not restore {group.models} replicas: {error}" if error else None
             if config.capacity_search and not scale_error:
                 _capacity_search(config, group, stack, outcome, progress, say)
         t0 = time.monotonic()
@@ -305,10 +294,10 @@ def _capacity_search(config: Config, group: StackGroup, stack: ComposeStack | No
         record = _run_point(config, spec, stack, outcome.timings, say, progress)
         _finish(config, outcome, record, say, progress)
         if stack is not None and record.status == "completed" and not _stack_whole(record):
-            try:  # a replica died under this probe: back to N healthy for the next (or the next probe says why)
-                stack.scale(group.models, config.startup_timeout_s)
-            except StackError as exc:
-                say(f"[{group.variant}] could not restore {group.models} replicas: {exc}")
+            # a replica died under this probe: back to N ready for the next (or the next probe says why)
+            error = bring_up(config, stack, group.models, outcome, say)
+            if error:
+                say(f"[{group.variant}] could not restore {group.models} replicas: {error}")
         return capacity.judge_probe(record, config.latency_target_ms)
 
     result = capacity.search(cs, run_probe, group.variant, group.models, config.latency_target_ms, config.arrival)
@@ -339,6 +328,54 @@ def _gpu_fit(config: Config, stack: ComposeStack, groups: list[StackGroup], say)
             problems[group.models] = f"GPU pre-flight: {decision.reason}"
             say(f"[gpu] {group.models} replicas skipped: {decision.reason}")
     return problems
+
+
+_readiness: dict[tuple[str, int], dict] = {}  # (project, replicas) -> the record's readiness of that stack size
+_told_no_healthcheck: set[str] = set()  # projects whose missing health check was said
+
+
+def bring_up(config: Config, stack: ComposeStack, models: int, outcome: GridOutcome,
+             say: Callable[[str], None]) -> str | None:
+    """Scale to `models` and establish readiness (health checks where the service has them, then warm-up
+    requests through host, see readiness.py); None when ready, else why not (the points fail with it).
+
+    The time goes to timings.scale_s and one outcome.scale_steps entry; the readiness to every record of
+    this stack size; the warm-up's median latency is the unloaded baseline that quiesce compares with.
+    """
+    key = (stack.project, models)
+    t0 = time.monotonic()
+    step = {"project": stack.project, "models": models}
+    try:
+        try:
+            found = stack.scale(models, config.startup_timeout_s)
+        except StackError as exc:
+            _readiness[key] = {"method": "healthcheck", "ready": False, "waited_s": round(time.monotonic() - t0, 2),
+                               "requests": 0, "detail": str(exc)}
+            _baselines[key] = None
+            return f"stack not ready: {exc}"
+        method = "healthcheck" if any(r.health is not None for r in found) else "requests"
+        if method == "requests" and stack.project not in _told_no_healthcheck:
+            _told_no_healthcheck.add(stack.project)
+            say(readiness.console_line(config.service, config.startup_timeout_s))
+        t1 = time.monotonic()
+        send = _sender(config, answer=True)
+        if send is None:
+            ready = {"method": method, "ready": True, "waited_s": 0.0, "requests": 0,
+                     "detail": "no warm-up requests: the payload could not be loaded"}
+        else:
+            left = max(1.0, config.startup_timeout_s - (t1 - t0))
+            ready = readiness.wait_ready(send, models, left, method, {r.container_id[:12] for r in found})
+        # waited_s: from the start of the scale step (containers, health checks, warm-up); requests_s: the
+        # warm-up requests alone
+        ready = {**ready, "requests_s": ready["waited_s"], "waited_s": round(time.monotonic() - t0, 2)}
+        _readiness[key] = ready
+        _baselines[key] = ready.get("median_ms") if ready["ready"] else None
+        step.update(ready=ready["ready"], readiness_s=ready["waited_s"], method=method)
+        return None if ready["ready"] else readiness.reason(ready)
+    finally:
+        seconds = time.monotonic() - t0
+        outcome.timings.scale_s += seconds
+        outcome.scale_steps.append({**step, "seconds": round(seconds, 2)})
 
 
 def _stack_whole(record: RunRecord) -> bool:
@@ -407,7 +444,8 @@ def _stack_report(config: Config, spec: RunSpec, stack: ComposeStack, replicas: 
     )
 
 
-def _failed_record(config: Config, spec: RunSpec, stack: ComposeStack | None, error: str) -> RunRecord:
+def _failed_record(config: Config, spec: RunSpec, stack: ComposeStack | None, error: str,
+                   ready: dict | None = None) -> RunRecord:
     stamp = now()
     return RunRecord(
         id=spec.id, variant=spec.variant, models=spec.models, users=spec.users, spawn_rate=spec.spawn_rate,
@@ -415,7 +453,7 @@ def _failed_record(config: Config, spec: RunSpec, stack: ComposeStack | None, er
         stack=_no_stack(spec) if stack is None else
         StackReport(project=stack.project, compose_files=[str(p) for p in stack.files], replicas_expected=spec.models),
         load=None, validity=Validity(valid=False, reasons=[error]), error=error, repeat=spec.repeat,
-        **run_fields(config, spec),
+        readiness=dict(ready or {}), **run_fields(config, spec),
     )
 
 
@@ -432,14 +470,18 @@ def _probe_all(config: Config, stack: ComposeStack, replicas: list[Replica]) -> 
 _baselines: dict[tuple[str, int], float | None] = {}  # (project, replicas) -> unloaded median latency, ms
 
 
-def _sender(config: Config):
-    """One unloaded request with the configured payload through the host (None when the payload cannot load)."""
+def _sender(config: Config, answer: bool = False):
+    """One unloaded request with the configured payload through the host, judged by the run's `expect`
+    (None when the payload cannot load); `answer`: the whole quiesce.Answer, else the latency (or None)."""
     try:
-        body = payload_mod.load(config.payload_source, config.send_as).bodies[0]
+        loaded = payload_mod.load(config.payload_source, config.send_as)
+        body = loaded.bodies[0]
     except (payload_mod.PayloadError, OSError, IndexError):
         return None
     url = config.target_url or config.host.rstrip("/") + config.predict_path
-    return quiesce.http_sender(url, body.data, body.content_type)
+    expect = config.expect or payload_mod.default_expect(loaded.kind)
+    send = quiesce.http_answer(url, body.data, body.content_type, expect)
+    return send if answer else (lambda: send().latency_ms)
 
 
 def _measure_baseline(config: Config, project: str, models: int) -> None:
@@ -536,6 +578,7 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timin
         stack=_stack_report(config, spec, stack, after, reports) if stack else _no_stack(spec), load=load_report,
         validity=verdict, error=error, files=names, repeat=spec.repeat, incidents=incidents,
         telemetry=monitor.telemetry.summary(_window_bounds(load_report)) if monitor else {}, quiesce=quiet,
+        readiness=dict(_readiness.get((stack.project, spec.models), {})) if stack else {},
         **run_fields(config, spec),
     )
 
@@ -612,6 +655,7 @@ def write_session(config: Config, outcome: GridOutcome) -> Path:
         "runs": len(outcome.records),
         "failed": len(outcome.failed), "skipped_variants": outcome.skipped_variants,
         "timings_s": {k: round(v, 1) for k, v in outcome.timings.__dict__.items()},
+        "scale_steps": outcome.scale_steps,
     }, indent=2) + "\n")
     return path
 

@@ -15,11 +15,16 @@ The logic (`wait_idle`) takes its probes as callables, so it is tested with fake
 
 from __future__ import annotations
 
+import contextlib
+import json
 import statistics
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import payload
 
 QUIESCE_TIMEOUT_S = 30.0  # the most a run waits for the stack to become idle
 POLL_S = 0.25  # pause between polls of the bounded loop
@@ -113,18 +118,49 @@ def reason(quiesce: dict) -> str | None:
             f"{quiesce.get('waited_s', 0):.0f} s): the previous run's backlog would be measured")
 
 
-def http_sender(url: str, body: bytes, content_type: str, timeout_s: float = 10) -> Callable[[], float | None]:
-    """One unloaded POST of the configured payload to `url`; its latency in ms, None when it failed. It carries
-    `X-Loadgrid-Quiesce: 1`, so a server (or a test's sink) can tell these checks from the measured load."""
-    def send() -> float | None:
+@dataclass(frozen=True)
+class Answer:
+    """One unloaded request's outcome: latency (ms) when served, else what went wrong; who answered, when the
+    stack says so (an X-Replica header, or a "replica" field in a JSON answer)."""
+
+    latency_ms: float | None
+    problem: str = ""
+    replica: str | None = None
+
+
+def http_answer(url: str, body: bytes, content_type: str, expect: str = "status",
+                timeout_s: float = 10) -> Callable[[], Answer]:
+    """One unloaded POST of the configured payload to `url`, judged like the locustfile judges it (`expect`).
+    It carries `X-Loadgrid-Quiesce: 1`, so a server (or a test's sink) can tell these checks from the load."""
+    def send() -> Answer:
         request = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": content_type,
                                                                              "X-Loadgrid-Quiesce": "1"})
         t0 = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as resp:
-                resp.read()
-                ok = resp.status < 400
-        except (urllib.error.URLError, OSError):
-            return None
-        return (time.perf_counter() - t0) * 1000 if ok else None
+                status, data, replica = resp.status, resp.read(), resp.headers.get("X-Replica")
+        except urllib.error.HTTPError as exc:
+            status, data, replica = exc.code, b"", exc.headers.get("X-Replica") if exc.headers else None
+        except (urllib.error.URLError, OSError) as exc:
+            return Answer(None, f"{getattr(exc, 'reason', exc)}")
+        latency = (time.perf_counter() - t0) * 1000
+        parsed: list = []
+
+        def body_json():
+            if not parsed:
+                parsed.append(json.loads(data))
+            return parsed[0]
+        problem = payload.response_problem(status, body_json, expect)
+        if replica is None:
+            with contextlib.suppress(ValueError):
+                found = body_json()
+                replica = found.get("replica") if isinstance(found, dict) else None
+        return Answer(None if problem else latency, problem or "", str(replica) if replica else None)
     return send
+
+
+def http_sender(url: str, body: bytes, content_type: str, timeout_s: float = 10,
+                expect: str = "status") -> Callable[[], float | None]:
+    """One unloaded request's latency in ms, None when it failed (see http_answer)."""
+    answer = http_answer(url, body, content_type, expect, timeout_s)
+    return lambda: answer().latency_ms

@@ -119,6 +119,9 @@ class RunRecord:
     payload: dict = field(default_factory=dict)  # kind, source (and url), send_as, items, content_type, expect
     # Before the run: how loadgrid waited for an idle stack (see quiesce.py): method, waited_s, idle, detail.
     quiesce: dict = field(default_factory=dict)
+    # After the scale step before this stack size's runs: how loadgrid knew it was ready (see readiness.py):
+    # method (healthcheck, requests), ready, waited_s, requests, median_ms, detail. Empty: not established.
+    readiness: dict = field(default_factory=dict)
     # What limited the run (bottleneck.diagnose): kind, detail, checked. Empty in records written before it;
     # reports diagnose those from their telemetry (bottleneck.of).
     bottleneck: dict = field(default_factory=dict)

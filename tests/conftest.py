@@ -84,3 +84,15 @@ def one_replica_stack(prefix: str) -> Iterator[tuple]:
     finally:
         compose("down", "-v", "--remove-orphans", "--timeout", "5", timeout=120)
         assert project_resources(project) == ([], []), "compose down left containers or networks behind"
+
+
+def stack_env(**extra: str) -> dict[str, str]:
+    """The environment for a compose file outside the project root (a fixture, an example): Compose reads
+    the .env of that file's folder only, so the root .env (LOADGRID_BASE_IMAGE from setup.sh) is added here."""
+    env = dict(os.environ)
+    dotenv = ROOT / ".env"
+    for line in dotenv.read_text().splitlines() if dotenv.is_file() else []:
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith("#"):
+            env.setdefault(key.strip(), value.strip())
+    return {**env, **extra}
