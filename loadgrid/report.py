@@ -27,8 +27,11 @@ from .store import RunRecord
 SUMMARY_COLUMNS = ["id", "variant", "models", "users", "spawn_rate", "status", "requests", "failures", "rps",
                    "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "valid", "reasons", "report",
                    "client_bound", "generator_cpu_pct", "generator_cores", "window_s", "warmup_s", "bottleneck",
-                   "bottleneck_detail", "repeat"]
-POINTS_COLUMNS = ["point", "variant", "models", "users", "spawn_rate", "runs", "valid_runs",
+                   "bottleneck_detail", "repeat", "kind", "arrival_rate"]
+# kind: closed (users x spawn rate), open (a fixed arrival rate, req/s in arrival_rate) or probe (a capacity
+# search's open-loop probe). users and spawn_rate are blank for open and probe rows: there they are only how many
+# Locust processes shared the rate, not an axis anyone asked for.
+POINTS_COLUMNS = ["point", "variant", "models", "users", "spawn_rate", "kind", "arrival_rate", "runs", "valid_runs",
                   "rps_mean", "rps_ci_low", "rps_ci_high", "p50_ms_mean", "p50_ms_ci_low", "p50_ms_ci_high",
                   "p95_ms_mean", "p95_ms_ci_low", "p95_ms_ci_high", "rps_cv", "p50_cv", "p95_cv", "wide_spread",
                   "note", "run_ids"]
@@ -36,8 +39,30 @@ DEFAULT_LATENCY_TARGET_MS = 500.0
 SESSION_FILE = "session.json"
 
 
+KINDS = ("closed", "open", "probe")
+
+
+def run_kind(record: RunRecord) -> str:
+    """closed (users), open (a fixed arrival rate from arrival_rate_list) or probe (a capacity-search probe)."""
+    if record.capacity_probe:
+        return "probe"
+    return "open" if analysis.arrival_rate(record) else "closed"
+
+
 def sort_key(record: RunRecord) -> tuple:
-    return (record.variant, record.models, record.users, record.spawn_rate, record.repeat)
+    """Closed-loop runs by users and spawn rate, then open-loop runs and probes by their rate."""
+    return (record.variant, record.models, KINDS.index(run_kind(record)), analysis.arrival_rate(record),
+            record.users, record.spawn_rate, record.repeat)
+
+
+def _closed_axis(record: RunRecord, value):
+    """users / spawn rate as an axis: blank for open-loop runs, where they only count Locust processes."""
+    return value if run_kind(record) == "closed" else ""
+
+
+def _rate_text(record: RunRecord) -> str:
+    rate = analysis.arrival_rate(record)
+    return format_number(rate) if rate else ""
 
 
 def summary_rows(records: list[RunRecord]) -> list[dict]:
@@ -48,8 +73,8 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
         window = (r.load.window if r.load else None) or {}
         limit = bottleneck.of(r)
         rows.append({
-            "id": r.id, "variant": r.variant, "models": r.models, "users": r.users,
-            "spawn_rate": format_number(r.spawn_rate), "status": r.status,
+            "id": r.id, "variant": r.variant, "models": r.models, "users": _closed_axis(r, r.users),
+            "spawn_rate": _closed_axis(r, format_number(r.spawn_rate)), "status": r.status,
             "requests": r.load.requests if r.load else 0, "failures": r.load.failures if r.load else 0,
             "rps": r.load.rps if r.load else 0.0,
             **{f"{q}_ms": lat.get(q, "") for q in ("p50", "p90", "p95", "p99", "max")},
@@ -60,7 +85,7 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
             "window_s": _blank(window.get("duration_s") if window.get("start_at") is not None else None),
             "warmup_s": _blank(window.get("warmup_s")),
             "bottleneck": limit["kind"], "bottleneck_detail": limit["detail"],
-            "repeat": r.repeat,
+            "repeat": r.repeat, "kind": run_kind(r), "arrival_rate": _rate_text(r),
         })
     return rows
 
@@ -88,9 +113,14 @@ def _r(value: float | None, digits: int = 2) -> str | float:
 def points_rows(records: list[RunRecord]) -> list[dict]:
     """One row per grid point: how many repeats were valid, mean and 95% CI of req/s, p50, p95, spread flag."""
     rows = []
+    kinds = {r.id: run_kind(r) for r in records}
     for s in analysis.point_stats(records):
-        row = {"point": s.name, "variant": s.variant, "models": s.models, "users": s.users,
-               "spawn_rate": format_number(s.spawn_rate), "runs": len(s.run_ids), "valid_runs": s.n}
+        kind = kinds[s.run_ids[0]]
+        closed = kind == "closed"
+        row = {"point": s.name, "variant": s.variant, "models": s.models, "users": s.users if closed else "",
+               "spawn_rate": format_number(s.spawn_rate) if closed else "", "kind": kind,
+               "arrival_rate": format_number(s.arrival_rate) if s.arrival_rate else "", "runs": len(s.run_ids),
+               "valid_runs": s.n}
         for name, est in (("rps", s.rps), ("p50_ms", s.p50), ("p95_ms", s.p95)):
             row[f"{name}_mean"] = _r(est.mean if est else None)
             row[f"{name}_ci_low"] = _r(est.low if est else None)
@@ -259,7 +289,7 @@ def users_charts(records: list[RunRecord], metric: str, target_ms: float | None 
     curves = analysis.curves(records)
     stats = {(s.variant, s.models, s.users, s.spawn_rate): s for s in analysis.point_stats(records)}
     colors = _replica_colors(records)
-    users = [r.users for r in records]
+    users = [r.users for r in records if run_kind(r) == "closed"]  # probes' process counts are no axis
     names = {"rps": ("Throughput", "req/s"), "p50": ("p50 latency", "ms"), "p95": ("p95 latency", "ms")}
     title, unit = names[metric]
     per_variant: dict[str, list[Series]] = {}
@@ -362,6 +392,9 @@ def _num_td(value: float | None, fmt) -> str:
     return _td(fmt(value) if value is not None else "–", value if value is not None else -1)
 
 
+KIND_WORDS = {"closed": "closed loop", "open": "open loop", "probe": "capacity probe"}
+
+
 def verdict(record: RunRecord) -> str:
     if record.status != "completed":
         why = record.error or "; ".join(record.validity.reasons) or "no measurement"
@@ -406,16 +439,24 @@ def verdict_html(record: RunRecord) -> str:
 
 
 def runs_table(records: list[RunRecord]) -> str:
-    head = ["run", "variant", "replicas", "users", "spawn/s", "requests", "failures", "req/s", "p50 ms",
-            "p90 ms", "p95 ms", "p99 ms", "max ms", "window", "Locust CPU", "bottleneck", "verdict"]
+    head = ["run", "variant", "kind", "replicas", "users", "spawn/s", "offered req/s", "requests", "failures",
+            "req/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms", "window", "Locust CPU", "bottleneck",
+            "verdict"]
     rows = []
     for r in sorted(records, key=sort_key):
         lat = r.load.latency_ms if r.load else {}
         html_file = r.files.get("html")
         link = f'<a href="{esc(r.variant + "/" + html_file)}">{esc(r.id)}</a>' if html_file else esc(r.id)
         ok = analysis.usable(r)
-        cells = [_td(link, r.id), _td(esc(r.variant)), _td(r.models, r.models), _td(r.users, r.users),
-                 _td(format_number(r.spawn_rate), r.spawn_rate),
+        kind = run_kind(r)
+        if kind == "closed":
+            load_cells = [_td(r.users, r.users), _td(format_number(r.spawn_rate), r.spawn_rate), _td("–", -1)]
+        else:  # open loop: users only count Locust processes, so they are no axis here
+            procs = f'<span title="{r.users} Locust process(es) shared the rate">–</span>'
+            rate = analysis.arrival_rate(r)
+            load_cells = [_td(procs, -1), _td("–", -1), _td(format_number(rate), rate)]
+        cells = [_td(link, r.id), _td(esc(r.variant)), _td(esc(KIND_WORDS[kind]), kind, "l"),
+                 _td(r.models, r.models), *load_cells,
                  _td(r.load.requests if r.load else "–", r.load.requests if r.load else -1),
                  _td(r.load.failures if r.load else "–", r.load.failures if r.load else -1),
                  _num_td(r.load.rps if r.load else None, fmt_rps)]
@@ -429,7 +470,8 @@ def runs_table(records: list[RunRecord]) -> str:
         cells.append(_td(verdict_html(r), cls="verdict"))
         cls = "" if ok else ' class="excluded"'
         rows.append(f'<tr id="{anchor(r.id)}"{cls}>' + "".join(cells) + "</tr>")
-    return table(head, rows, left=("run", "variant", "window", "bottleneck", "verdict"), css="sortable runs")
+    return table(head, rows, left=("run", "variant", "kind", "window", "bottleneck", "verdict"),
+                 css="sortable runs")
 
 
 def bottleneck_td(record: RunRecord) -> str:
@@ -632,7 +674,7 @@ SCRIPT = """
   if (runs) {
     var input = document.createElement('input');
     input.type = 'search';
-    input.placeholder = 'filter runs, e.g. gpu/2_ or invalid';
+    input.placeholder = 'filter runs, e.g. gpu/2_, invalid, open loop or probe';
     input.size = 40;
     var box = document.createElement('div');
     box.className = 'filter';
@@ -658,10 +700,8 @@ def index_html(records: list[RunRecord], latency_target_ms: float = DEFAULT_LATE
     """The comparison page; `capacity_search` is the open-loop capacity search's section, if one ran."""
     usable = [r for r in records if analysis.usable(r)]
     present = analysis.variants(records)
-    dims = (f"{', '.join(present) or 'no variant'}; replicas {_list({r.models for r in records})}; "
-            f"users {_list({r.users for r in records})}; spawn rates "
-            f"{_list({r.spawn_rate for r in records}, format_number)}")
-    several_spawn = len({r.spawn_rate for r in records}) > 1
+    dims = axes_text(records)
+    several_spawn = len({r.spawn_rate for r in records if run_kind(r) == "closed"}) > 1
     conclusions = "\n".join(conclusion_html(c) for c in analysis.conclusions(records, latency_target_ms))
     repeats = analysis.has_repeats(records)
     unit = "grid point (the mean of its valid repeats)" if repeats else "run"
@@ -728,6 +768,22 @@ sort.</p>
 <script>{SCRIPT}</script>
 </body></html>
 """
+
+
+def axes_text(records: list[RunRecord]) -> str:
+    """The axes that were run, each kind on its own: the users grid only from closed-loop runs (open-loop runs
+    and probes carry their Locust process count as users, which is no axis anyone asked for)."""
+    by_kind = {k: [r for r in records if run_kind(r) == k] for k in KINDS}
+    parts = [", ".join(analysis.variants(records)) or "no variant", f"replicas {_list({r.models for r in records})}"]
+    if by_kind["closed"] or not records:
+        parts += [f"users {_list({r.users for r in by_kind['closed']})}",
+                  f"spawn rates {_list({r.spawn_rate for r in by_kind['closed']}, format_number)}"]
+    if by_kind["open"]:
+        parts.append(f"open loop: {_list({analysis.arrival_rate(r) for r in by_kind['open']}, format_number)} req/s")
+    if by_kind["probe"]:
+        n = len(by_kind["probe"])
+        parts.append(f"capacity search: {n} probe{'s' if n != 1 else ''}")
+    return "; ".join(parts)
 
 
 def _list(values: set, fmt=str) -> str:
