@@ -20,6 +20,7 @@ from pathlib import Path
 
 from . import analysis, bottleneck, capacity, run_page, store
 from .analysis import Conclusion, Estimate, Point, PointStats, fmt_ms, fmt_pct, fmt_rps, replicas_text
+from .config import TARGET_VARIANT
 from .plan import format_number
 from .store import RunRecord
 
@@ -415,6 +416,11 @@ def _offered_tip(o: Offered, target_ms: float) -> str:
             f"{verdict_words}{extra}")
 
 
+def _stack_name(variant: str, models: int) -> str:
+    """A stack size in words; target mode has no replica axis (models 0): the endpoint itself."""
+    return "endpoint" if variant == TARGET_VARIANT else replicas_text(models)
+
+
 def capacity_notes(offered: dict[tuple[str, int], list[Offered]], stacks: list[dict],
                    colors: dict[int, tuple[str, str]]) -> dict[tuple[str, int], Note]:
     """The capacity point per stack: capacity.json's capacity_rps, else the highest passing open-loop rate."""
@@ -429,7 +435,7 @@ def capacity_notes(offered: dict[tuple[str, int], list[Offered]], stacks: list[d
             y = at.p95 if at else st.get("p95_ms")
             if y is None:
                 continue
-            tip = (f"capacity {format_number(rate)} req/s: the capacity search's result for {replicas_text(key[1])} "
+            tip = (f"capacity {format_number(rate)} req/s: the capacity search's result for {_stack_name(*key)} "
                    f"(capacity.json, run {st.get('run_id')}, p95 {fmt_ms(y)} ms under "
                    f"{fmt_ms(st.get('latency_target_ms') or 0)} ms, limited by {st.get('limited_by') or '?'})")
             out[key] = Note(rate, y, f"capacity {format_number(rate)} req/s", tip, color)
@@ -438,7 +444,7 @@ def capacity_notes(offered: dict[tuple[str, int], list[Offered]], stacks: list[d
         if passing:
             best = max(passing, key=lambda o: o.rate)
             tip = (f"{format_number(best.rate)} req/s: the highest passing open-loop rate for "
-                   f"{replicas_text(key[1])} ({best.record.id}; no capacity search for this stack, so capacity is at "
+                   f"{_stack_name(*key)} ({best.record.id}; no capacity search for this stack, so capacity is at "
                    f"least this)")
             out[key] = Note(best.rate, best.p95, f"≥ {format_number(best.rate)} passed", tip, color)
     return out
@@ -479,7 +485,7 @@ def offered_charts(records: list[RunRecord], target_ms: float, stacks: list[dict
             if v != variant:
                 continue
             color, dash = colors[models]
-            name = replicas_text(models)
+            name = _stack_name(variant, models)
             done = [o for o in pts if o.measured]
             lost = [o for o in pts if not o.measured]
             tips = {o.record.id: _offered_tip(o, target_ms) for o in pts}

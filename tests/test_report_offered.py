@@ -156,3 +156,17 @@ def test_latency_from_the_actual_send_is_said_so(tmp_path):
     fails = marked(svg, "fail")
     assert "did not keep up" in fails["cpu-1_cap_r160"]
     assert re.search(r'class="notetext"[^>]*>≥ 100 passed<', svg)
+
+
+def test_target_mode_names_the_endpoint_not_zero_replicas(tmp_path):
+    records = []
+    for rate in (10, 20, 40):
+        r = fx.open_run("cpu", 0, rate, rate, 10.0, 20.0 + rate, intended_p95=25.0 + rate, probe=True)
+        r.variant, r.id = "target", r.id.replace("cpu/0_", "target/")
+        records.append(r)
+    _, page = build(tmp_path, records)
+    svg = charts(page)["TARGET: latency vs offered rate"]
+    # p95 at most 65 ms: the 500 ms target is off the scale, said in the legend
+    assert legend(svg) == ["target 500 ms", "(above this scale)", "endpoint p95", "endpoint p50"]
+    assert "0 replicas" not in svg
+    assert re.search(r'class="notetext"[^>]*>≥ 40 passed<', svg)
