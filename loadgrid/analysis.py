@@ -447,7 +447,8 @@ def _coverage(records: list[RunRecord]) -> Conclusion:
     open_loop = [r for r in records if arrival_rate(r)]
     if open_loop:
         text += (f"; {len(open_loop)} open-loop run{'s' if len(open_loop) != 1 else ''} (a fixed arrival rate) "
-                 f"{'are' if len(open_loop) != 1 else 'is'} in the run table but not on the curves over users")
+                 f"{'are' if len(open_loop) != 1 else 'is'} on the charts against offered rate, not on the curves "
+                 "over users")
     if has_repeats(records):
         grid = point_stats(records)
         most = max(len(s.run_ids) for s in grid)

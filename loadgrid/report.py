@@ -21,6 +21,7 @@ from pathlib import Path
 from . import analysis, bottleneck, capacity, run_page, sizing, store
 from . import answer as answer_mod
 from .analysis import Conclusion, Estimate, Point, PointStats, fmt_ms, fmt_pct, fmt_rps, replicas_text
+from .config import TARGET_VARIANT
 from .plan import format_number
 from .store import RunRecord
 
@@ -155,6 +156,21 @@ class Series:
     dash: str = ""
     css: str = "series"
     bars: list[tuple[float, float, float]] = field(default_factory=list)  # x, low, high: 95% CI of a mean
+    # per point, parallel to `points`: "fail" draws a cross instead of a dot (a failing run or probe)
+    markers: list[str] = field(default_factory=list)
+    line: bool = True  # False: markers only (runs with no measurement, pinned to the chart's edge)
+    legend: bool = True
+
+
+@dataclass
+class Note:
+    """A labelled point on a chart (the capacity): a ring at (x, y) and a short text, the full sentence on hover."""
+
+    x: float
+    y: float
+    text: str
+    tip: str
+    color: str
 
 
 def anchor(run_id: str) -> str:
@@ -173,10 +189,12 @@ def _num(v: float) -> str:
 
 def line_chart(title: str, series: list[Series], x_label: str, y_label: str, x_values: list[float], y_max: float,
                hline: tuple[float, str] | None = None, empty_text: str = "no valid runs",
-               y_log_min: float | None = None) -> str:
+               y_log_min: float | None = None, notes: list[Note] = (), legend_extra: list[str] = ()) -> str:
     """An inline SVG line chart with a legend on the right: one path per series, a linked marker per point.
 
     x is on a log scale when it spans a factor of 8 or more; y is on a log scale from `y_log_min` when given.
+    y values beyond the scale (inf: no measurement) are drawn at its edge. `notes` label points; `legend_extra`
+    adds text-only legend lines (a cross marker first when the text starts with "✕").
     """
     xs = sorted(set(x_values)) or [1.0]
     log_x = xs[0] > 0 and xs[-1] / xs[0] >= 8
@@ -195,7 +213,8 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str, x_v
                    for m in (1, 2, 5) if bottom <= m * 10 ** k <= top]
 
         def py(v: float) -> float:
-            return MT + PH - (math.log(max(v, bottom)) - math.log(bottom)) / (math.log(top) - math.log(bottom)) * PH
+            v = min(max(v, bottom), top)
+            return MT + PH - (math.log(v) - math.log(bottom)) / (math.log(top) - math.log(bottom)) * PH
     else:
         y_log_min = None
         step = nice_step(y_max if y_max > 0 else 1.0)
@@ -203,7 +222,7 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str, x_v
         y_ticks = [i * step for i in range(round(top / step) + 1)]
 
         def py(v: float) -> float:
-            return MT + PH - v / top * PH
+            return MT + PH - min(v, top) / top * PH
 
     out = [f'<svg class="chart" role="img" viewBox="0 0 {W} {H}" xmlns="http://www.w3.org/2000/svg" '
            f'aria-label="{html.escape(title)}">',
@@ -243,16 +262,41 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str, x_v
             out.append(f'<path class="ci" d="M{cx - 4:.1f} {y1:.1f}H{cx + 4:.1f}M{cx:.1f} {y1:.1f}V{y2:.1f}'
                        f'M{cx - 4:.1f} {y2:.1f}H{cx + 4:.1f}" stroke="{s.color}" fill="none" stroke-width="1.2"/>')
     for s in drawn:
-        pts = sorted(s.points)
-        d = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f} {py(y):.1f}" for i, (x, y, _, _) in enumerate(pts))
+        order = sorted(range(len(s.points)), key=lambda i: s.points[i][:2])
+        pts = [s.points[i] for i in order]
+        marks = [s.markers[i] if i < len(s.markers) else "" for i in order]
         dash = f' stroke-dasharray="{s.dash}"' if s.dash else ""
-        out.append(f'<path class="{s.css}" d="{d}" stroke="{s.color}"{dash} fill="none" stroke-width="2"/>')
-        if s.css == "series":
-            for x, y, tip, run_id in pts:
-                dot = (f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3.5" fill="{s.color}">'
-                       f'<title>{html.escape(tip)}</title></circle>')
+        if s.line:
+            # several points at one x (runs that share an offered rate): the line goes through their mean
+            at: dict[float, list[float]] = {}
+            for x, y, _, _ in pts:
+                at.setdefault(x, []).append(y)
+            path = [(x, sum(ys) / len(ys)) for x, ys in at.items()]
+            d = " ".join(f"{'M' if i == 0 else 'L'}{px(x):.1f} {py(y):.1f}" for i, (x, y) in enumerate(path))
+            out.append(f'<path class="{s.css}" d="{d}" stroke="{s.color}"{dash} fill="none" stroke-width="2"/>')
+        if s.css == "series" or not s.line:
+            for (x, y, tip, run_id), mark in zip(pts, marks, strict=True):
+                cx, cy = px(x), py(y)
+                if mark == "fail":
+                    dot = (f'<path class="fail" d="M{cx - 4.5:.1f} {cy - 4.5:.1f}L{cx + 4.5:.1f} {cy + 4.5:.1f}'
+                           f'M{cx - 4.5:.1f} {cy + 4.5:.1f}L{cx + 4.5:.1f} {cy - 4.5:.1f}" stroke="{s.color}" '
+                           f'stroke-width="2.5" fill="none"><title>{html.escape(tip)}</title></path>')
+                else:
+                    dot = (f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{s.color}">'
+                           f'<title>{html.escape(tip)}</title></circle>')
                 out.append(f'<a href="#{anchor(run_id)}">{dot}</a>' if run_id else dot)
-        legend.append((s.label, s.color, s.dash))
+        if s.legend:
+            legend.append((s.label, s.color, s.dash))
+    for i, n in enumerate(notes):
+        cx, cy = px(n.x), py(n.y)
+        right = cx > ML + PW * 0.6  # near the right edge the text goes to the left of the point
+        ty = max(MT + 12, cy - 10 - 14 * i)
+        text_x = cx - 8 if right else cx + 8
+        out.append(f'<g class="note"><title>{html.escape(n.tip)}</title>'
+                   f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="7" fill="none" stroke="{n.color}" stroke-width="1.5"/>'
+                   f'<text x="{text_x:.1f}" y="{ty:.1f}" class="notetext" text-anchor="{"end" if right else "start"}" '
+                   f'fill="{n.color}">{html.escape(n.text)}</text></g>')
+    legend += [(text, "", "") for text in legend_extra]
     if not drawn:
         out.append(f'<text x="{ML + PW / 2:.1f}" y="{MT + PH / 2:.1f}" class="empty">{html.escape(empty_text)}</text>')
     lx = ML + PW + 12
@@ -262,6 +306,10 @@ def line_chart(title: str, series: list[Series], x_label: str, y_label: str, x_v
         if color:
             out.append(f'<line x1="{lx}" x2="{lx + 22}" y1="{y}" y2="{y}" stroke="{color}" stroke-width="2"'
                        f'{dash_attr}/>')
+        elif label.startswith("✕"):
+            label = label[1:].strip()
+            out.append(f'<path d="M{lx + 7} {y - 4.5}L{lx + 16} {y + 4.5}M{lx + 7} {y + 4.5}L{lx + 16} {y - 4.5}" '
+                       f'stroke="#555" stroke-width="2.5" fill="none"/>')
         out.append(f'<text x="{lx + 28}" y="{y + 4}" class="legend">{html.escape(label)}</text>')
     out.append("</svg>")
     return "\n".join(out)
@@ -318,6 +366,178 @@ def users_charts(records: list[RunRecord], metric: str, target_ms: float | None 
     return [line_chart(f"{variant.upper()}: {title.lower()} vs users", series, "users", unit, users, y_max, hline,
                        y_log_min=log_min)
             for variant, series in per_variant.items()]
+
+
+@dataclass(frozen=True)
+class Offered:
+    """An open-loop run or capacity probe as the offered-rate charts draw it, judged as capacity judges a probe."""
+
+    record: RunRecord
+    rate: float  # offered (the intended arrival rate), req/s
+    rps: float | None  # answered per second over the window; None: no measurement
+    p50: float | None
+    p95: float | None
+    intended: bool  # latencies from the intended send time (coordinated omission counted)
+    passed: bool
+    why: str
+
+    @property
+    def measured(self) -> bool:
+        return self.rps is not None and self.p95 is not None
+
+
+def offered_points(records: list[RunRecord], target_ms: float) -> dict[tuple[str, int], list[Offered]]:
+    """(variant, replicas) -> every open-loop run and probe, valid or not, by offered rate."""
+    out: dict[tuple[str, int], list[Offered]] = {}
+    for r in sorted(records, key=sort_key):
+        rate = analysis.arrival_rate(r)
+        if not rate:
+            continue
+        judged = capacity.judge_probe(r, target_ms)
+        load = r.load
+        measured = load is not None and load.requests > 0 and r.status == "completed"
+        intended = ((load.open_loop or {}).get("latency_intended_ms") if load else None) or {}
+        has_intended = isinstance(intended.get("p95"), (int, float))
+        p50 = intended.get("p50") if has_intended else (load.latency_ms.get("p50") if load else None)
+        out.setdefault((r.variant, r.models), []).append(Offered(
+            r, rate, load.rps if measured else None, p50 if measured else None,
+            judged.p95_ms if measured else None, has_intended, judged.passed, judged.why))
+    return out
+
+
+def _offered_tip(o: Offered, target_ms: float) -> str:
+    r = o.record
+    head = f"{r.id} ({KIND_WORDS[run_kind(r)]}): offered {format_number(o.rate)} req/s"
+    if not o.measured:
+        return f"{head}; no measurement: {o.why}"
+    source = "from the intended send time" if o.intended else "from the actual send"
+    verdict_words = f"passes (p95 under {fmt_ms(target_ms)} ms)" if o.passed else f"FAILS: {o.why}"
+    extra = f"; {o.why}" if o.passed and o.why else ""
+    return (f"{head}, answered {fmt_rps(o.rps)} req/s, p50 {fmt_ms(o.p50)} ms, p95 {fmt_ms(o.p95)} ms ({source}); "
+            f"{verdict_words}{extra}")
+
+
+def _stack_name(variant: str, models: int) -> str:
+    """A stack size in words; target mode has no replica axis (models 0): the endpoint itself."""
+    return "endpoint" if variant == TARGET_VARIANT else replicas_text(models)
+
+
+def capacity_notes(offered: dict[tuple[str, int], list[Offered]], stacks: list[dict],
+                   colors: dict[int, tuple[str, str]]) -> dict[tuple[str, int], Note]:
+    """The capacity point per stack: capacity.json's capacity_rps, else the highest passing open-loop rate."""
+    out = {}
+    searched = {(st.get("variant"), st.get("models")): st for st in stacks}
+    for key, pts in offered.items():
+        color = colors.get(key[1], (PALETTE[0], ""))[0]
+        st = searched.get(key)
+        if st is not None and st.get("capacity_rps") is not None:
+            rate = float(st["capacity_rps"])
+            at = next((o for o in pts if o.record.id == st.get("run_id") and o.measured), None)
+            y = at.p95 if at else st.get("p95_ms")
+            if y is None:
+                continue
+            tip = (f"capacity {format_number(rate)} req/s: the capacity search's result for {_stack_name(*key)} "
+                   f"(capacity.json, run {st.get('run_id')}, p95 {fmt_ms(y)} ms under "
+                   f"{fmt_ms(st.get('latency_target_ms') or 0)} ms, limited by {st.get('limited_by') or '?'})")
+            out[key] = Note(rate, y, f"capacity {format_number(rate)} req/s", tip, color)
+            continue
+        passing = [o for o in pts if o.passed and o.measured]
+        if passing:
+            best = max(passing, key=lambda o: o.rate)
+            tip = (f"{format_number(best.rate)} req/s: the highest passing open-loop rate for "
+                   f"{_stack_name(*key)} ({best.record.id}; no capacity search for this stack, so capacity is at "
+                   f"least this)")
+            out[key] = Note(best.rate, best.p95, f"≥ {format_number(best.rate)} passed", tip, color)
+    return out
+
+
+IDEAL_COLOR = "#888888"
+
+
+def offered_charts(records: list[RunRecord], target_ms: float, stacks: list[dict] = ()) -> list[str]:
+    """Per variant: latency (p95, p50) and throughput against the offered rate, for every open-loop run and probe.
+
+    A line per replica count; failing runs crossed (hover: why), runs with no measurement pinned to the edge;
+    the latency target; the capacity labelled; on the throughput chart the answered = offered line.
+    """
+    offered = offered_points(records, target_ms)
+    if not offered:
+        return []
+    colors = _replica_colors(records)
+    notes = capacity_notes(offered, list(stacks), colors)
+    every = [o for pts in offered.values() for o in pts]
+    rates = [o.rate for o in every]
+    measured = [o for o in every if o.measured]
+    lat = [v for o in measured for v in (o.p50, o.p95) if v is not None]
+    lat_max, lat_min = max(lat, default=0.0), min((v for v in lat if v > 0), default=math.inf)
+    log_min = lat_min if lat_min < math.inf and lat_max / lat_min >= 20 else None
+    if log_min is not None:
+        lat_max, log_min = max(lat_max, target_ms), min(log_min, target_ms)
+    elif target_ms <= 2 * lat_max or not lat:
+        lat_max = max(lat_max, target_ms)
+    rps_max = max([o.rps for o in measured] + rates)
+    intended = {o.intended for o in measured}
+    source = ("from the intended send time" if intended == {True} else "from the actual send" if intended == {False}
+              else "intended send time where recorded, else actual")
+    charts = []
+    for variant in analysis.variants(records):
+        lat_series, rps_series, var_notes = [], [], []
+        for (v, models), pts in sorted(offered.items()):
+            if v != variant:
+                continue
+            color, dash = colors[models]
+            name = _stack_name(variant, models)
+            done = [o for o in pts if o.measured]
+            lost = [o for o in pts if not o.measured]
+            tips = {o.record.id: _offered_tip(o, target_ms) for o in pts}
+            marks = ["" if o.passed else "fail" for o in done]
+            lat_series.append(Series(f"{name} p95", color, [(o.rate, o.p95, tips[o.record.id], o.record.id)
+                                                             for o in done], dash, markers=marks))
+            lat_series.append(Series(f"{name} p50", color, [(o.rate, o.p50, tips[o.record.id], o.record.id)
+                                                             for o in done if o.p50 is not None], "1 3"))
+            rps_series.append(Series(f"{name}", color, [(o.rate, o.rps, tips[o.record.id], o.record.id)
+                                                         for o in done], dash, markers=marks))
+            if lost:  # no measurement: latency off the top, nothing answered
+                lat_series.append(Series(f"{name} no measurement", color, [
+                    (o.rate, math.inf, tips[o.record.id], o.record.id) for o in lost], markers=["fail"] * len(lost),
+                    line=False, legend=False))
+                rps_series.append(Series(f"{name} no measurement", color, [
+                    (o.rate, 0.0, tips[o.record.id], o.record.id) for o in lost], markers=["fail"] * len(lost),
+                    line=False, legend=False))
+            if (variant, models) in notes:
+                var_notes.append(notes[(variant, models)])
+        if not lat_series:
+            continue
+        lo, hi = min(rates), max(rates)
+        rps_series.append(Series("y = x", IDEAL_COLOR, [(lo, lo, "", ""), (hi, hi, "", "")], "2 4",
+                                 "series ideal"))
+        failing = any(not o.passed for (v, _), pts in offered.items() if v == variant for o in pts)
+        extra = ["✕ failing"] if failing else []
+        charts.append(line_chart(f"{variant.upper()}: latency vs offered rate", lat_series, "offered req/s (open loop)",
+                                 f"ms, {source}", rates, lat_max, (target_ms, f"target {fmt_ms(target_ms)} ms"),
+                                 y_log_min=log_min, notes=var_notes, legend_extra=extra,
+                                 empty_text="no measured open-loop run"))
+        charts.append(line_chart(f"{variant.upper()}: throughput vs offered rate", rps_series,
+                                 "offered req/s (open loop)", "answered req/s (window)", rates, rps_max,
+                                 legend_extra=extra, empty_text="no measured open-loop run"))
+    return charts
+
+
+def offered_section(records: list[RunRecord], target_ms: float, stacks: list[dict] = ()) -> str:
+    charts = offered_charts(records, target_ms, stacks)
+    if not charts:
+        return ('<p class="nodata">No open-loop runs, so no latency-vs-offered-rate chart: add '
+                '<code>arrival_rate_list</code> or <code>capacity_search</code> to config.yaml.</p>')
+    return f"""{_figures(charts)}
+<p class="small">Every open-loop run and capacity-search probe, valid or not, at the rate it offered: a line per
+replica count. Latency: p95 (solid) and p50 (dotted), from the intended send time where the record has it (the
+slot the schedule gave the request, so waiting behind a slow server or a late generator counts; capacity is judged
+on that p95), else from the actual send. ✕ marks a run that fails capacity's test (hover for why: failed or
+dropped requests, invalid, p95 not under {fmt_ms(target_ms)} ms, or unstable); one with no measurement sits on the
+chart's edge. The ring labels the capacity: the capacity search's result (capacity.json) or, for a stack with no
+search, the highest passing rate (≥: capacity is at least that). Throughput: requests answered per second in the
+window; the grey dotted line is y = x (answered = offered), and where a curve bends below it the stack is
+saturated. Where several runs share a rate, the line goes through their mean; each has its own marker.</p>"""
 
 
 def scaling_chart(records: list[RunRecord]) -> str:
@@ -639,7 +859,7 @@ td.good { color: #1a7f37; } td.bad { color: #b42318; }
 tr.wide { background: #fff4e0; } ul.conclusions li.warning { color: #8a4b00; }
 .badge { display: inline-block; background: #b42318; color: #fff; border-radius: 3px; padding: 0 .35em;
          font-size: .85em; font-weight: 600; }
-svg .ci { opacity: .8; }
+svg .ci { opacity: .8; } svg .notetext { font-weight: 600; font-size: 11px; }
 .notmeasured { background: #fff4e0; border-left: 4px solid #f28e2b; padding: .3em .6em; margin: .3em 0; }
 p.answer { font-size: 1.15em; } #answer table td.l, #answer table th.l { text-align: left; }
 .nodata { background: #f6f6f6; padding: .6em; border-left: 4px solid #bbb; }
@@ -696,8 +916,10 @@ def _figures(charts: list[str]) -> str:
 
 
 def index_html(records: list[RunRecord], latency_target_ms: float = DEFAULT_LATENCY_TARGET_MS,
-               target_source: str = "", capacity_search: str = "", answer: str = "") -> str:
-    """The comparison page; `capacity_search` is the open-loop capacity search's section, if one ran."""
+               target_source: str = "", capacity_search: str = "", answer: str = "",
+               capacity_stacks: list[dict] = ()) -> str:
+    """The comparison page; `capacity_search` is the open-loop capacity search's section, if one ran, and
+    `capacity_stacks` its results (capacity.json's stacks), labelled on the offered-rate chart."""
     usable = [r for r in records if analysis.usable(r)]
     present = analysis.variants(records)
     dims = axes_text(records)
@@ -736,6 +958,9 @@ Points in the charts link to their run; hover for the numbers.</p>
 {_figures(users_charts(records, "p50") + users_charts(records, "p95", latency_target_ms))}
 <p class="small">{"Charts of one measure share their y scale across variants. " if len(present) > 1 else ""}The
 dashed red line is the p95 target.</p>
+
+<h2 id="offered">Latency and throughput vs offered rate (open loop)</h2>
+{offered_section(records, latency_target_ms, capacity_stacks)}
 
 <h2 id="scaling">Scaling with replicas</h2>
 <div class="charts"><figure>{scaling_chart(records)}</figure><div>{scaling_table(records)}
@@ -815,7 +1040,8 @@ def write_all(output_dir: Path, latency_target_ms: float | None = None,
     found = answer_mod.build(records, target, expected_rps, cost)
     written_answer = answer_mod.write(output_dir, found)
     page = index_html(records, target, source, capacity_search=search,
-                      answer=answer_mod.section_html(found, run_link))
+                      answer=answer_mod.section_html(found, run_link),
+                      capacity_stacks=capacity.read(output_dir)["stacks"])
     for name, text in (("summary.csv", summary_csv(records)), ("index.html", page),
                        ("points.csv", points_csv(records))):
         store.write_atomic(output_dir / name, text)

@@ -6,14 +6,16 @@
 - `large_grid()`: 5 replica counts x 8 user counts x 3 spawn rates x 2 variants, from a queueing model,
   with a few invalid and failed runs, for readability and the browser check;
 - `repeated_grid()`: CPU points run 3 times (one with a wide spread, one with an invalid repeat), a
-  client-bound repeat, measurement windows and load-generator CPU on every measured run.
+  client-bound repeat, measurement windows and load-generator CPU on every measured run;
+- `open_grid()`: a grid of users [4] x spawn [4] with open-loop runs at 10 and 20 req/s and a capacity search
+  on CPU x 1 (its capacity.json in `open_grid_capacity()`), whose probes carry placeholder users/spawn of 1.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from loadgrid import store
+from loadgrid import capacity, store
 from loadgrid.plan import format_number
 from loadgrid.store import LoadReport, ReplicaReport, RunRecord, StackReport, Validity
 
@@ -145,7 +147,67 @@ def repeated_grid() -> list[RunRecord]:
     ]
 
 
-def write(folder: Path, records: list[RunRecord], latency_target_ms: float | None = None) -> Path:
+def open_run(variant: str, models: int, rate: float, rps: float | None, p50: float | None = None,
+             p95: float | None = None, *, intended_p95: float | None = None, probe: bool = False,
+             dropped: int = 0, failures: int = 0, reasons: list[str] | None = None, status: str = "completed",
+             error: str | None = None, processes: int = 1) -> RunRecord:
+    """An open-loop run (or a capacity probe) as the grid stores it: users = spawn rate = Locust processes."""
+    r = run(variant, models, processes, processes, rps, p50, p95, status=status, reasons=reasons,
+            failures=failures, error=error)
+    name = f"{models}_{'cap_' if probe else ''}r{format_number(rate)}"
+    r.id, r.arrival_rate, r.arrival, r.capacity_probe = f"{variant}/{name}", float(rate), "constant", probe
+    r.files = {"html": f"{name}.html"} if status != "failed" else {}
+    if r.load is not None:
+        r.load.open_loop = {"arrival": "constant", "intended_rate": rate, "achieved_rate": rate, "dropped": dropped,
+                            "processes": processes}
+        if intended_p95 is not None:
+            r.load.open_loop["latency_intended_ms"] = {"p50": p50 * 1.2, "p95": intended_p95,
+                                                       "p99": intended_p95 * 1.2}
+        r.load.window_thirds = [{"requests": int(rps * 20), "p50": p50, "p95": p95, "rps": rps}] * 3
+    return r
+
+
+DROPPED = "40 of 7200 sends dropped: every in-flight slot was busy (the server fell behind)"
+
+
+def open_grid() -> list[RunRecord]:
+    """Users [4] x spawn [4] on 1 and 2 replicas, CPU and GPU; open loop at 10 and 20 req/s everywhere; a
+    capacity search on CPU x 1: 10, 20, 40, 80 pass, 160 fails on latency (intended p95 2000 ms, actual 400),
+    120 fails with dropped sends, 100 passes: capacity 100 req/s. cpu/2_r20 failed with no measurement.
+    GPU x 1 has no search: its highest passing open-loop rate is 20 req/s."""
+    probes = [open_run("cpu", 1, rate, rate, 20.0 + rate / 10, 40.0 + rate, intended_p95=45.0 + rate, probe=True)
+              for rate in (10, 20, 40, 80)]
+    probes += [
+        open_run("cpu", 1, 160, 131.0, 150.0, 400.0, intended_p95=2000.0, probe=True),
+        open_run("cpu", 1, 120, 118.0, 60.0, 300.0, intended_p95=420.0, probe=True, dropped=40, reasons=[DROPPED]),
+        open_run("cpu", 1, 100, 99.8, 40.0, 150.0, intended_p95=180.0, probe=True),
+    ]
+    return [
+        run("cpu", 1, 4, 4, 139.0, 20.0, 30.0),
+        run("cpu", 2, 4, 4, 150.0, 15.0, 25.0),
+        run("gpu", 1, 4, 4, 300.0, 8.0, 12.0),
+        open_run("cpu", 1, 10, 10.0, 20.0, 35.0, intended_p95=36.0),
+        open_run("cpu", 1, 20, 20.0, 21.0, 38.0, intended_p95=39.0),
+        open_run("cpu", 2, 10, 10.0, 18.0, 30.0, intended_p95=31.0),
+        open_run("cpu", 2, 20, None, status="failed", error="stack did not become healthy within 300 s"),
+        open_run("gpu", 1, 10, 10.0, 6.0, 10.0, intended_p95=11.0),
+        open_run("gpu", 1, 20, 20.0, 6.0, 11.0, intended_p95=12.0),
+        *probes,
+    ]
+
+
+def open_grid_capacity(records: list[RunRecord], target_ms: float = 500.0) -> list[capacity.Result]:
+    """capacity.json's entry for CPU x 1, judged from the fixture's own probes (in the order they ran)."""
+    probes = [capacity.judge_probe(r, target_ms) for r in records if r.capacity_probe]
+    passed = [p for p in probes if p.passed]
+    best = max(passed, key=lambda p: p.rate)
+    failing = min((p for p in probes if not p.passed), key=lambda p: p.rate)
+    return [capacity.Result("cpu", 1, target_ms, "constant", best.rate, best.run_id, best.p95_ms, best.achieved_rps,
+                            failing.rate, failing.kind, "2026-01-01T00:10:00Z", probes)]
+
+
+def write(folder: Path, records: list[RunRecord], latency_target_ms: float | None = None,
+          searches: list[capacity.Result] = ()) -> Path:
     """Store records as a grid run would, with a stand-in Locust report beside each measured one."""
     for r in records:
         name = r.id.split("/", 1)[1]
@@ -154,4 +216,6 @@ def write(folder: Path, records: list[RunRecord], latency_target_ms: float | Non
             (folder / r.variant / r.files["html"]).write_text(f"<!doctype html><title>{r.id}</title><p>{r.id}</p>")
     if latency_target_ms is not None:
         (folder / "session.json").write_text(f'{{"latency_target_ms": {latency_target_ms}}}\n')
+    for result in searches:
+        capacity.write(folder, result)
     return folder

@@ -243,4 +243,5 @@ def test_open_loop_runs_are_points_of_their_own_and_not_on_the_users_curves():
     assert stats[1].arrival_rate == 30.0 and stats[1].rps.mean == 29.5
     assert [p.run_id for p in analysis.points([closed, *opened])] == ["cpu/1_2_2"]
     coverage = analysis.conclusions([closed, *opened], 500)[0].text
-    assert "2 open-loop runs (a fixed arrival rate) are in the run table but not on the curves over users" in coverage
+    assert ("2 open-loop runs (a fixed arrival rate) are on the charts against offered rate, not on the curves "
+            "over users") in coverage

@@ -124,7 +124,11 @@ CHART_PROBE = """JSON.stringify({
     var box = svg.getBoundingClientRect();
     return {title: svg.getAttribute('aria-label'), width: box.width, height: box.height,
             lines: Array.from(svg.querySelectorAll('path.series')).map(function (p) { return p.getTotalLength(); }),
-            markers: svg.querySelectorAll('circle').length};
+            markers: svg.querySelectorAll('circle').length,
+            fails: Array.from(svg.querySelectorAll('path.fail')).map(function (p) {
+              var b = p.getBoundingClientRect(); return b.width > 0 && b.height > 0; }),
+            notes: Array.from(svg.querySelectorAll('g.note text')).map(function (t) { return t.textContent; }),
+            targets: svg.querySelectorAll('line.target').length};
   }),
   rows: document.querySelectorAll('table.runs tbody tr').length,
   excluded: document.querySelectorAll('table.runs tbody tr.excluded').length,
@@ -178,12 +182,12 @@ def open_report(binary: str, page: Path, screenshot: Path | None = None, width: 
         tools.close()
 
 
-def check_page(result: dict, variants: int, javascript: bool = True) -> None:
+def check_page(result: dict, variants: int, javascript: bool = True, offered: int = 0) -> None:
     assert result["errors"] == [], result["errors"]
     remote = [u for u in result["requests"] if not u.startswith(("file:", "data:", "about:"))]
     assert remote == [], f"the page fetched from the network: {remote}"
-    # throughput, p50 and p95 per variant, plus the scaling chart
-    assert len(result["charts"]) == 3 * variants + 1
+    # throughput, p50 and p95 per variant, the scaling chart, and latency + throughput vs offered rate per variant
+    assert len(result["charts"]) == 3 * variants + 1 + 2 * offered
     for chart in result["charts"]:
         assert chart["width"] > 300 and chart["height"] > 150, chart
         # a series of one point is a zero-length path: its marker is what shows
@@ -219,6 +223,23 @@ def test_cpu_only_report_in_headless_chromium(browser, tmp_path):
     result = open_report(browser, folder / "index.html", width=900)
     check_page(result, variants=1)
     assert any("no GPU data" in c for c in result["conclusions"])
+
+
+def test_offered_rate_charts_in_headless_chromium(browser, tmp_path):
+    records = fx.open_grid()
+    folder = fx.write(tmp_path / "out", records, latency_target_ms=500, searches=fx.open_grid_capacity(records))
+    report.write_all(folder)
+    result = open_report(browser, folder / "index.html", tmp_path / "offered.png")
+    check_page(result, variants=2, offered=2)
+    by_title = {c["title"]: c for c in result["charts"]}
+    latency, throughput = by_title["CPU: latency vs offered rate"], by_title["CPU: throughput vs offered rate"]
+    # p95 and p50 per stack size; 2 replicas measured one rate only (a zero-length line, its marker shows)
+    assert len(latency["lines"]) == 4 and min(latency["lines"][:2]) > 100
+    assert latency["targets"] == 1 and latency["notes"] == ["capacity 100 req/s", "≥ 10 passed"]
+    assert len(latency["fails"]) == 3 and all(latency["fails"]), "a failing marker is not drawn"
+    assert len(throughput["lines"]) == 3 and len(throughput["fails"]) == 3 and all(throughput["fails"])
+    assert by_title["GPU: latency vs offered rate"]["notes"] == ["≥ 20 passed"]
+    assert result["rows"] == len(records)
 
 
 def test_page_works_without_javascript(browser, tmp_path):
