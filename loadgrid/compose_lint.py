@@ -116,6 +116,9 @@ def host_problem(services: dict, host: str, files: str) -> str | None:
         return None  # config's own check of host says what is wrong
     if parsed.hostname not in ("localhost", "127.0.0.1", "::1", "0.0.0.0"):
         return None  # another machine: its ports are not these files' to publish
+    if any(isinstance(svc, dict) and svc.get("ports") is not None and not isinstance(svc.get("ports"), list)
+           for svc in services.values()):
+        return None  # a malformed `ports` cannot be read: Compose refuses the file and says why, alone
     published = {name: [p.published for p in ports(svc) if p.published is not None]
                  for name, svc in sorted(services.items()) if isinstance(svc, dict)}
     if any(port in found for found in published.values()):

@@ -371,7 +371,7 @@ def bring_up(config: Config, stack: ComposeStack, models: int, outcome: GridOutc
         _readiness[key] = ready
         _baselines[key] = ready.get("median_ms") if ready["ready"] else None
         step.update(ready=ready["ready"], readiness_s=ready["waited_s"], method=method)
-        return None if ready["ready"] else readiness.reason(ready)
+        return None if ready["ready"] else readiness.reason(ready, config.host)
     finally:
         seconds = time.monotonic() - t0
         outcome.timings.scale_s += seconds

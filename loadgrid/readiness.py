@@ -50,9 +50,11 @@ def wait_ready(send: Callable[[], Answer], replicas: int, timeout_s: float, meth
     streak: list[Answer] = []
     sent = 0
     last_problem = "no answer yet"
+    reached = False  # did any request get an HTTP answer (served or not)?
     while True:
         answer = send()
         sent += 1
+        reached = reached or answer.latency_ms is not None or not unreachable(answer.problem)
         if answer.latency_ms is None:
             streak = []
             last_problem = answer.problem or "failed"
@@ -74,6 +76,7 @@ def wait_ready(send: Callable[[], Answer], replicas: int, timeout_s: float, meth
                                             f"{', '.join(f'{t:.0f}' for t in times)} ms")
         if waited >= timeout_s:
             return {"method": method, "ready": False, "waited_s": round(waited, 2), "requests": sent,
+                    "reached": reached,
                     "detail": f"no {need} requests in a row served with settled latency within "
                               f"{timeout_s:.0f} s (startup_timeout); last: {last_problem}"}
         if answer.latency_ms is None:
@@ -94,7 +97,19 @@ def _uncovered(window: list[Answer], names: set[str] | None) -> set[str]:
     return {n for n in names if n not in seen}
 
 
-def reason(readiness: dict) -> str:
+# What a request that never reached an HTTP server says (quiesce.http_answer passes the OS error on).
+_UNREACHABLE = ("connection refused", "errno", "timed out", "name or service", "unreachable", "connection reset",
+                "remote end closed", "no route")
+
+
+def unreachable(problem: str) -> bool:
+    return any(word in (problem or "").lower() for word in _UNREACHABLE)
+
+
+def reason(readiness: dict, host: str = "") -> str:
+    if host and readiness.get("reached") is False:
+        # Not one request got an HTTP answer: the stack may be up, but nothing serves on `host`.
+        return f"host {host} not reachable after the stack is up: {readiness.get('detail', '')}"
     return f"stack not ready: {readiness.get('detail', '')}"
 
 

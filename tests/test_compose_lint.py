@@ -186,3 +186,6 @@ def test_malformed_ports_are_left_to_compose_not_a_traceback():
     # `ports: 12` is Compose's to refuse (docker compose config names the file); the lint must not crash on it
     assert compose_lint.ports({"ports": 12}) == [] and compose_lint.ports("not a mapping") == []
     assert compose_lint.lint({"model": {"ports": 12}}, "model", None, "f.yml").errors == ()
+    # nor warn that host is unpublished: Compose's refusal is the one line to read
+    assert compose_lint.lint({"model": {"ports": 12}}, "model", "http://localhost:8080", "f.yml") == \
+        compose_lint.Lint()

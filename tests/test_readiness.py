@@ -91,6 +91,14 @@ def test_never_ready_within_the_timeout_says_why():
     assert not result["ready"] and result["waited_s"] >= 3
     assert "within 3 s (startup_timeout); last: Connection refused" in result["detail"]
     assert readiness.reason(result).startswith("stack not ready: no 3 requests in a row served")
+    # nothing ever answered on host: say so (the stack may be up, but nothing serves there)
+    assert result["reached"] is False
+    assert readiness.reason(result, "http://127.0.0.1:9").startswith(
+        "host http://127.0.0.1:9 not reachable after the stack is up: no 3 requests in a row served")
+    # an HTTP answer that is not served (503 while loading) is reached, just not ready
+    held = readiness.wait_ready(sender([Answer(None, "HTTP 503")]), 1, 3, "requests", clock=clock,
+                                pause=clock.pause)
+    assert held["reached"] is True and readiness.reason(held, "http://x").startswith("stack not ready")
 
 
 def replica(cid="c1", status="running", health="starting", started="t1", test=("CMD", "true")) -> Replica:
@@ -176,7 +184,9 @@ def test_bring_up_without_health_check_says_so_once_and_records_why_not_ready(tm
     outcome = grid.GridOutcome()
     stack = ScaledStack([replica(health=None, test=())])
     error = grid.bring_up(config(tmp_path), stack, 1, outcome, said.append)
-    assert error.startswith("stack not ready: no 3 requests in a row served") and "startup_timeout" in error
+    # nothing listens on the host (port 9): said as such, with the readiness detail
+    assert error.startswith("host http://127.0.0.1:9 not reachable after the stack is up: no 3 requests in a row "
+                            "served") and "startup_timeout" in error
     grid.bring_up(config(tmp_path), stack, 1, outcome, said.append)
     assert len(said) == 1 and "model has no health check" in said[0] and "startup_timeout, 1 s" in said[0]
     assert grid._readiness[("lgunit-cpu", 1)]["method"] == "requests"
