@@ -86,6 +86,15 @@ def one_replica_stack(prefix: str) -> Iterator[tuple]:
         assert project_resources(project) == ([], []), "compose down left containers or networks behind"
 
 
+def base_image() -> str:
+    """The image test stacks build on (setup.sh writes it to .env): small, and already on a set-up machine."""
+    env_file = ROOT / ".env"
+    for line in env_file.read_text().splitlines() if env_file.exists() else []:
+        if line.startswith("LOADGRID_BASE_IMAGE="):
+            return line.split("=", 1)[1]
+    return os.environ.get("LOADGRID_BASE_IMAGE", "python:3.11-slim")
+
+
 def stack_env(**extra: str) -> dict[str, str]:
     """The environment for a compose file outside the project root (a fixture, an example): Compose reads
     the .env of that file's folder only, so the root .env (LOADGRID_BASE_IMAGE from setup.sh) is added here."""

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, project_resources
+from conftest import ROOT, base_image, project_resources
 from test_e2e_docker import free_port, write_config
 
 
@@ -25,14 +25,6 @@ def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> None:
     assert "Traceback" not in proc.stderr
     for word in words:
         assert word in err, err
-
-
-def base_image() -> str:
-    env_file = ROOT / ".env"
-    for line in env_file.read_text().splitlines() if env_file.exists() else []:
-        if line.startswith("LOADGRID_BASE_IMAGE="):
-            return line.split("=", 1)[1]
-    return os.environ.get("LOADGRID_BASE_IMAGE", "python:3.11-slim")
 
 
 def test_docker_daemon_not_reachable(tmp_path):

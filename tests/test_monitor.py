@@ -16,6 +16,7 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
+from conftest import base_image
 
 from loadgrid import monitor
 from loadgrid.monitor import Monitor, NvmlSampler, Telemetry
@@ -458,17 +459,6 @@ def test_monitor_does_not_sample_host_cpu_of_a_remote_engine(tmp_path):
 
 
 # --- Monitor, against the real engine -----------------------------------------------------------------------
-
-def base_image() -> str:
-    """The image the stack is built on (setup.sh writes it to .env): small, and already on a set-up machine."""
-    from conftest import ROOT
-
-    env_file = ROOT / ".env"
-    for line in env_file.read_text().splitlines() if env_file.exists() else []:
-        if line.startswith("LOADGRID_BASE_IMAGE="):
-            return line.split("=", 1)[1]
-    return os.environ.get("LOADGRID_BASE_IMAGE", "python:3.11-slim")
-
 
 @pytest.mark.docker
 def test_monitor_on_the_real_engine_reads_cpu_limits_and_samples_host_cpu():
