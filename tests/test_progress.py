@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from test_plan import make_config
 
-from loadgrid import grid, plan
+from loadgrid import plan
+from loadgrid.progress import Progress
 
 
 def test_progress_lines_and_eta(capsys):
     p = plan.build(make_config(variants=("cpu",)))
-    progress = grid.Progress(p, live=False)
+    progress = Progress(p, live=False)
     first = p.runs[0]
     assert progress.begin(first).startswith("run 1/8 cpu/1_10_1 (elapsed 0m00s, ETA 8m00s)")
     assert progress.end(first) == "run 1/8 cpu/1_10_1"
@@ -21,7 +22,7 @@ def test_progress_lines_and_eta(capsys):
 
 def test_live_status_line_on_a_terminal(capsys):
     p = plan.build(make_config(variants=("cpu",)))
-    progress = grid.Progress(p, live=True)
+    progress = Progress(p, live=True)
     progress.tick(p.runs[0], 12.4)
     progress.clear()
     out = capsys.readouterr().out
