@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .plan import RunSpec, format_number
+from .store import Generator, GeneratorLag, OpenLoop, Stop, WholeRun, Window, _Coerced
 from .validity import lag_limit_ms
 
 WINDOW_PLUGIN = Path(__file__).with_name("locust_window.py")
@@ -85,7 +86,7 @@ class RunFiles:
 
 
 @dataclass
-class LoadResult:
+class LoadResult(_Coerced):
     """Totals of the measurement window (steady state); `whole_run` adds the ramp-up and warm-up back."""
 
     locust_exit: int | None
@@ -96,11 +97,12 @@ class LoadResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     failure_messages: dict[str, int] = field(default_factory=dict)
     error: str | None = None
-    window: dict = field(default_factory=dict)
-    whole_run: dict = field(default_factory=dict)
-    generator: dict = field(default_factory=dict)
-    open_loop: dict = field(default_factory=dict)
-    stop: dict = field(default_factory=dict)
+    # The record's typed sub-records (store.py); a dict assigned becomes the type, None: not measured.
+    window: Window | None = None
+    whole_run: WholeRun | None = None
+    generator: Generator | None = None
+    open_loop: OpenLoop | None = None
+    stop: Stop | None = None
     latency_locust_ms: dict[str, float] = field(default_factory=dict)  # Locust's rounded buckets, for reference
     window_thirds: list[dict] = field(default_factory=list)  # requests, p50, p95, rps per third of the window
 
@@ -275,11 +277,14 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
     # One Locust process runs on one thread, so it can use one core at most; N processes can use N cores,
     # but no more than the cores the generator may run on (4 processes on 2 cores are at most 200%).
     cores = max(1, min(options.processes, usable))
-    result.generator = {"processes": options.processes, "usable_cores": usable,
-                        **meter.summary(result.window.get("start_at"), cores=cores),
-                        "locust_cpu_warning": "CPU usage above" in _read(files.locust_log),
-                        **result.generator}
-    result.generator.update(self_delay(result.generator, result.requests, result.duration_s, spec.users))
+    gen = Generator(processes=options.processes, usable_cores=usable,
+                    lag_ms=result.generator.lag_ms if result.generator else None)
+    for key, value in meter.summary(result.window.start_at if result.window else None, cores=cores).items():
+        gen[key] = value
+    gen.locust_cpu_warning = "CPU usage above" in _read(files.locust_log)
+    for key, value in self_delay(gen, result.requests, result.duration_s, spec.users).items():
+        gen[key] = value
+    result.generator = gen
     return result
 
 
@@ -291,7 +296,7 @@ def usable_cores(pid: int | None = None) -> int:
         return os.cpu_count() or 1
 
 
-def self_delay(generator: dict, requests: int, window_s: float, users: int) -> dict:
+def self_delay(generator: Generator | dict, requests: int, window_s: float, users: int) -> dict:
     """Locust's CPU per request, and how long a request can wait inside Locust behind the others.
 
     Locust runs each process's users on one thread: when responses arrive together, the last one waits
@@ -299,11 +304,12 @@ def self_delay(generator: dict, requests: int, window_s: float, users: int) -> d
     (bench/accuracy.py), the median grew by about half this worst case, at CPU shares far below the
     client-bound limit. Recorded as information beside the CPU share; not a validity rule (yet).
     """
-    pct, cores = generator.get("cpu_pct_mean"), generator.get("cores") or 1
+    generator = Generator.of(generator) or Generator()
+    pct, cores = generator.cpu_pct_mean, generator.cores or 1
     if pct is None or not requests or window_s <= 0:
         return {}
     cpu_ms_per_request = pct / 100 * cores * window_s * 1000 / requests
-    users_per_process = max(1, users // max(1, generator.get("processes") or 1))
+    users_per_process = max(1, users // max(1, generator.processes or 1))
     return {"cpu_ms_per_request": round(cpu_ms_per_request, 3),
             "self_delay_worst_ms": round(users_per_process * cpu_ms_per_request, 1)}
 
@@ -325,12 +331,13 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
     result.latency_locust_ms = dict(result.latency_ms)
     if exact:
         result.latency_ms = exact
-        result.window["latency_from"] = "exact"
-    if result.window.get("end_at") and result.window.get("start_at"):
-        result.window_thirds = window_thirds(latency_parts, result.window["start_at"], result.window["end_at"])
+        result.window = result.window or Window()
+        result.window.latency_from = "exact"
+    if result.window and result.window.end_at and result.window.start_at:
+        result.window_thirds = window_thirds(latency_parts, result.window.start_at, result.window.end_at)
     lag = generator_lag(latency_parts, result.latency_ms.get("p50"))
     if lag:
-        result.generator = {"lag_ms": lag}
+        result.generator = Generator(lag_ms=GeneratorLag.of(lag))
     if spec is not None and spec.open_loop:
         result.open_loop = open_loop_counts(parts, spec, options, latency_parts)
     elif spec is not None and options.requests_per_user:
