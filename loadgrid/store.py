@@ -625,7 +625,7 @@ def redacted(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(record: RunRecord, path: Path) -> None:
-    write_atomic(path, json.dumps(redacted(record.to_dict()), indent=2, sort_keys=False) + "\n")
+    write_atomic(path, json.dumps(redacted(record.to_dict()), indent=2, ensure_ascii=False) + "\n")
 
 
 def load(path: Path) -> RunRecord:
