@@ -80,6 +80,16 @@ class SubRecord:
     def __contains__(self, key: str) -> bool:
         return self.to_dict().get(key) is not None
 
+    def __eq__(self, other: object) -> bool:
+        """Field by field; against a dict (a reader or test not yet moved), the keys that hold a value."""
+        if isinstance(other, dict):
+            return _compact(self.to_dict()) == _compact(other)
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None
+
     def keys(self) -> list[str]:
         return list(self.to_dict())
 
@@ -88,6 +98,10 @@ class SubRecord:
             setattr(self, key, value)
         else:
             self.extra[key] = value
+
+
+def _compact(data: dict) -> dict:
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def _plain(value: Any) -> Any:
@@ -117,7 +131,7 @@ class _Coerced:
 # ---- the typed sub-records ------------------------------------------------------------------------------
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class Window(SubRecord):
     """The measurement window (load.py `_window`): epoch seconds; bounds says how they were measured."""
 
@@ -132,7 +146,7 @@ class Window(SubRecord):
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class WholeRun(SubRecord):
     """Ramp-up and window together."""
 
@@ -140,12 +154,12 @@ class WholeRun(SubRecord):
     failures: int | None = None
     rps: float | None = None
     duration_s: float | None = None
-    latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
     failures_before_window: dict[str, int] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class GeneratorLag(SubRecord):
     """How late the generator's hub woke (locust_latency.py's sampler), see load.generator_lag."""
 
@@ -158,11 +172,11 @@ class GeneratorLag(SubRecord):
     samples: int | None = None
     interval_ms: float | None = None
     per_process: list[dict[str, Scalar]] = field(default_factory=list)
-    series: list[list[float]] = field(default_factory=list)
+    series: list[list[float | None]] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class Generator(SubRecord):
     """The load generator itself: its processes, CPU, and lag."""
 
@@ -172,7 +186,7 @@ class Generator(SubRecord):
     cpu_pct_mean: float | None = None
     cpu_pct_max: float | None = None
     samples: int | None = None
-    cpu_series: list[list[float]] = field(default_factory=list)
+    cpu_series: list[list[float | None]] = field(default_factory=list)
     locust_cpu_warning: bool | None = None
     lag_ms: GeneratorLag | None = None
     cpu_ms_per_request: float | None = None
@@ -183,7 +197,7 @@ class Generator(SubRecord):
         self.lag_ms = GeneratorLag.of(self.lag_ms)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class OpenLoop(SubRecord):
     """Open-loop runs (load.open_loop_counts): intended vs scheduled vs achieved rate, late and dropped."""
 
@@ -201,13 +215,13 @@ class OpenLoop(SubRecord):
     max_late_ms: float | None = None
     max_in_flight: int | None = None
     window_s: float | None = None
-    send_late_ms: dict[str, float] = field(default_factory=dict)
-    latency_intended_ms: dict[str, float] = field(default_factory=dict)
+    send_late_ms: dict[str, float | None] = field(default_factory=dict)
+    latency_intended_ms: dict[str, float | None] = field(default_factory=dict)
     error: str | None = None
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class Stop(SubRecord):
     """Runs that stop after a number of requests per user; by: "requests" (every user finished) or "time"."""
 
@@ -219,7 +233,7 @@ class Stop(SubRecord):
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class Telemetry(SubRecord):
     """Per container and GPU mean and max over the window (monitor.Telemetry.summary); series in a file."""
 
@@ -231,7 +245,7 @@ class Telemetry(SubRecord):
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class Payload(SubRecord):
     """What each request carried (grid.payload_description)."""
 
@@ -241,12 +255,12 @@ class Payload(SubRecord):
     send_as: str | None = None
     items: int | None = None
     content_type: str | None = None
-    expect: str | None = None
+    expect: str | dict | None = None  # a word, or the JSON check as a mapping (payload.describe_expect)
     error: str | None = None
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class Quiesce(SubRecord):
     """How loadgrid waited for an idle stack before the run (quiesce.py)."""
 
@@ -257,7 +271,7 @@ class Quiesce(SubRecord):
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class Readiness(SubRecord):
     """How loadgrid knew the stack size was ready (readiness.py)."""
 
@@ -272,7 +286,7 @@ class Readiness(SubRecord):
     extra: dict = field(default_factory=dict)
 
 
-@dataclass(eq=True)
+@dataclass(eq=False)
 class Bottleneck(SubRecord):
     """What limited the run (bottleneck.diagnose): kind, detail, and what was checked."""
 
@@ -316,7 +330,7 @@ class LoadReport(_Coerced):
     failures: int = 0
     rps: float = 0.0
     duration_s: float = 0.0
-    latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
     failure_messages: dict[str, int] = field(default_factory=dict)
     # The figures above cover the window (steady state); these say where it was and add the ramp-up back.
     window: Window | None = None
@@ -325,9 +339,9 @@ class LoadReport(_Coerced):
     open_loop: OpenLoop | None = None  # open-loop runs only
     stop: Stop | None = None  # runs that stop after a number of requests per user
     # latency_ms comes from exact per-request times (0.1% buckets) when recorded; Locust's rounded figures here.
-    latency_locust_ms: dict[str, float] = field(default_factory=dict)
+    latency_locust_ms: dict[str, float | None] = field(default_factory=dict)
     # The window in three equal spans of request end time: [{"requests", "p50", "p95", "rps"}] x 3.
-    window_thirds: list[dict[str, float]] = field(default_factory=list)
+    window_thirds: list[dict[str, float | None]] = field(default_factory=list)
 
 
 @dataclass
