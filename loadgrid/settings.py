@@ -345,6 +345,7 @@ FLAGS: tuple[Setting, ...] = tuple(s for s in SETTINGS if s.flag)
 COMPOSE_KEYS: tuple[str, ...] = tuple(s.key for s in SETTINGS if s.compose)
 LOAD_AXIS_KEYS: tuple[str, ...] = tuple(s.key for s in SETTINGS if s.load_axis)
 REQUIRED_KEYS: tuple[str, ...] = tuple(s.key for s in SETTINGS if s.default is REQUIRED)
+LOCUST_KEYS: tuple[str, ...] = tuple(s.key for s in SETTINGS if s.locust)
 
 
 def default(key: str) -> Any:
@@ -363,7 +364,9 @@ def check(key: str) -> Callable[[dict, str], Any]:
 
 
 def locust_vars(values: dict[str, Any]) -> dict[str, str]:
-    """{LOADGRID_* name: text} for the keys the locustfile reads, from {key: value}."""
+    """{LOADGRID_* name: text} for the keys the locustfile reads, from {key: value} (every one of them)."""
+    if set(values) != set(LOCUST_KEYS):
+        raise ValueError(f"locust_vars needs exactly {', '.join(LOCUST_KEYS)}; got {', '.join(values)}")
     return {BY_KEY[key].locust: _text(value) for key, value in values.items()}
 
 
@@ -390,3 +393,7 @@ def _default_text(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
+
+
+if __name__ == "__main__":  # python -m loadgrid.settings: the README's reference, to paste between its markers
+    print(reference())
