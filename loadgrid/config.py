@@ -441,9 +441,8 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
         errors.take(_check_warmup, raw, warmup_s, load_keys)
 
     fields = dict(
-        num_models_list=errors.take(settings.check("num_models_list"), raw, "num_models_list", default=(1,))
-        if target is None
-        else (1,),
+        # Missing in compose mode: said above ("missing key"); (1,) is the placeholder.
+        num_models_list=errors.setting(raw, "num_models_list", (1,)) if target is None else (1,),
         host=errors.take(settings.check("host"), raw, "host", default="") if target is None and "host" in raw
         else (target[0] if target is not None else ""),
         predict_path=errors.setting(raw, "predict_path") if target is None else target[1],
