@@ -37,6 +37,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Target mode: an existing endpoint, benchmarked as it is. Its records use this variant and models 1 (the
 # endpoint is one unit; there is no replica axis and no replica is seen: stack.replicas_expected is 0).
 TARGET_VARIANT = "target"
+# The environment variables a config falls back to (the throughput testers' names), from the settings table.
+ENDPOINT = settings.BY_KEY["target"].env
+PAYLOAD_VAR = settings.BY_KEY["payload"].env
 
 
 @dataclass(frozen=True)
@@ -266,7 +269,7 @@ def load(path: str | Path, overrides: dict | None = None, allow_missing: bool = 
     path = Path(path)
     environ = os.environ if environ is None else environ
     if not path.is_file():
-        if not (allow_missing and ((overrides or {}).get("target") is not None or environ.get("ENDPOINT"))):
+        if not (allow_missing and ((overrides or {}).get("target") is not None or environ.get(ENDPOINT))):
             raise UserError(f"config file {path} does not exist; pass --config PATH to a YAML file")
         raw: Any = {}
         duplicates: list[str] = []
@@ -275,7 +278,7 @@ def load(path: str | Path, overrides: dict | None = None, allow_missing: bool = 
         raw, duplicates = read_yaml(path)
         raw = raw if raw is not None else {}
         base = path.resolve().parent
-    if overrides or (allow_missing and environ.get("ENDPOINT")):
+    if overrides or (allow_missing and environ.get(ENDPOINT)):
         raw = apply_overrides(raw, overrides or {}, endpoint_default=allow_missing, environ=environ)
     try:
         config = from_mapping(raw, base=base, source=path, environ=environ)
@@ -297,8 +300,8 @@ def apply_overrides(raw: Any, overrides: dict, endpoint_default: bool = False, e
     environ = os.environ if environ is None else environ
     out = dict(raw)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "target" not in overrides and endpoint_default and environ.get("ENDPOINT"):
-        overrides["target"] = environ["ENDPOINT"]
+    if "target" not in overrides and endpoint_default and environ.get(ENDPOINT):
+        overrides["target"] = environ[ENDPOINT]
     if "target" in overrides:
         for key in COMPOSE_KEYS:
             out.pop(key, None)
@@ -384,7 +387,7 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
             errors.add(f"config: unknown key {key!r}{hint}")
-    wants_target = "target" in raw or ("num_models_list" not in raw and bool(environ.get("ENDPOINT")))
+    wants_target = "target" in raw or ("num_models_list" not in raw and bool(environ.get(ENDPOINT)))
     target = errors.take(_target, raw, environ, default=("http://invalid", "/", "") if wants_target else None)
     if target is not None:
         for key in COMPOSE_KEYS:
@@ -628,9 +631,9 @@ def _target(raw: dict, environ) -> tuple[str, str, str] | None:
     has no num_models_list and $ENDPOINT is set.
     """
     if "target" not in raw:
-        if "num_models_list" in raw or not environ.get("ENDPOINT"):
+        if "num_models_list" in raw or not environ.get(ENDPOINT):
             return None
-        value: Any = environ["ENDPOINT"]
+        value: Any = environ[ENDPOINT]
         key = "ENDPOINT"
     else:
         value, key = raw["target"], "target"
@@ -639,8 +642,8 @@ def _target(raw: dict, environ) -> tuple[str, str, str] | None:
             if extra:
                 raise UserError(f"config: target: unknown key {extra[0]!r}; target takes url")
             value, key = value.get("url"), "target.url"
-        if value is None and environ.get("ENDPOINT"):
-            value, key = environ["ENDPOINT"], "ENDPOINT"
+        if value is None and environ.get(ENDPOINT):
+            value, key = environ[ENDPOINT], "ENDPOINT"
     expected = "an http(s) URL such as http://127.0.0.1:9000/predict"
     if not isinstance(value, str) or not value.strip():
         raise _bad(key, value, expected + (" (or set ENDPOINT)" if key != "ENDPOINT" else ""))
@@ -661,8 +664,8 @@ def _payload(raw: dict, base: Path, environ, send_as: str) -> str:
         key, value, where = "payload", _string(raw, "payload"), base
     elif "images_dir" in raw:
         key, value, where = "images_dir", _string(raw, "images_dir"), base
-    elif environ.get("PAYLOAD"):
-        key, value, where = "PAYLOAD", environ["PAYLOAD"].strip(), Path.cwd()
+    elif environ.get(PAYLOAD_VAR):
+        key, value, where = "PAYLOAD", environ[PAYLOAD_VAR].strip(), Path.cwd()
     else:
         key, value, where = "images_dir", "images", base
         if not (base / value).is_dir():

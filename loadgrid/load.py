@@ -46,7 +46,8 @@ class RunFiles:
 
     @property
     def stats_history(self) -> Path:
-        """Locust's live figures (with --csv): a row a second, flushed to the file every 10 s."""
+        """Locust's live figures (with --csv): a row a second, flushed to the file every few seconds
+        (Locust's CSV_STATS_FLUSH_INTERVAL_SEC, 5 in 2.47)."""
         return self.folder / f"{self.stem}_stats_history.csv"
 
     @property

@@ -170,33 +170,6 @@ def test_a_bad_flag_value_is_one_line_naming_the_flag(tmp_path):
     assert proc.stderr == ("loadgrid: error: --max-in-flight: got 0; expected a whole number above zero\n")
 
 
-# --- the help -------------------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("entry", ["orchestrate", "loadgrid"])
-def test_help_names_loadgrid_and_lists_the_commands(entry, tmp_path):
-    if entry == "orchestrate":
-        argv = [sys.executable, str(ROOT / "orchestrate.py"), "--help"]
-    else:
-        argv = [sys.executable, "-c", "import sys; from loadgrid.cli import main; sys.exit(main())", "--help"]
-    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={"COLUMNS": "120", "PATH": "/usr/bin"})
-    assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert out.startswith("usage: loadgrid ") and "orchestrate.py" not in out
-    assert "benchmarks a model-serving stack" in out
-    for command in cli.COMMANDS:
-        assert re.search(rf"^    {command} +\S", out, re.M), command
-    assert "examples:" in out and "loadgrid --config config.yaml --dry-run" in out
-
-
-def test_run_help_lists_every_flag_of_the_table(capsys):
-    with pytest.raises(SystemExit):
-        cli.main(["run", "--help"])
-    out = capsys.readouterr().out
-    assert out.startswith("usage: loadgrid run ")
-    for s in settings.FLAGS:
-        assert s.flag in out
-
-
 def test_the_installed_command_is_loadgrid():
     text = (ROOT / "pyproject.toml").read_text()
     assert 'loadgrid = "loadgrid.cli:main"' in text
