@@ -60,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
         load.add_argument(setting.flag, dest=_dest(setting.flag), metavar=setting.metavar,
                           help=f"{setting.help} (config: {setting.key})".replace("%", "%%"))
     rep = sub.add_parser("report", help="rebuild summary.csv and index.html from the records in a results folder")
-    rep.add_argument("output", nargs="?", default="reports", help="output folder (default: reports)")
+    rep.add_argument("output", nargs="?", default=str(settings.default("output_dir")),
+                     help=f"results folder (default: {settings.default('output_dir')})")
     rep.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
     cmp = sub.add_parser("compare",
                          help="compare two results folders, or two variants of one (reports:cpu reports:gpu)",
