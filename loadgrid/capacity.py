@@ -258,33 +258,40 @@ LIMITS = {"latency": "p95 over the target above it", "errors": "failed or droppe
           "steps": "probes ran out before the bounds met", "start": "even the lowest rate tried failed"}
 
 
+def _shown(value) -> str:
+    """A number of capacity.json as the page shows it; "–" for anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "–"
+    return format_number(value)
+
+
 def section_view(output_dir: Path, link_prefix: str = "") -> dict | None:
     """The capacity search's section as plain data (templates/sections.html.j2, `capacity_search`); None when no
-    capacity search was run. Each probe links to its run's page when its id is a plain relative file name."""
-    stacks = read(output_dir)["stacks"]
+    capacity search was run. Each probe links to its run's page when its id is a plain relative file name; the
+    numbers are cast, so whatever a shared folder's capacity.json holds reaches the page as text."""
+    stacks = [s for s in read(output_dir)["stacks"] if isinstance(s, dict)]
     if not stacks:
         return None
 
-    def link(run_id: str | None, text: str) -> Piece:
+    def link(run_id, text: str) -> Piece:
         return file_link(text, f"{link_prefix}{run_id}.html") if isinstance(run_id, str) and run_id else Piece(text)
 
     rows = []
     for s in stacks:
-        probes = joined([link(p["run_id"], f"{format_number(p['rate'])}{' ✓' if p['passed'] else ' ✗'}")
-                         for p in s["probes"]])
-        cap = "none" if s["capacity_rps"] is None else f"{format_number(s['capacity_rps'])} req/s"
+        probes = joined([link(p.get("run_id"), f"{_shown(p.get('rate'))}{' ✓' if p.get('passed') else ' ✗'}")
+                         for p in s.get("probes") or [] if isinstance(p, dict)])
+        cap = "none" if s.get("capacity_rps") is None else f"{_shown(s['capacity_rps'])} req/s"
+        limited = s.get("limited_by", "")
         rows.append(Row((
-            cell(s["variant"]), cell("–" if s["variant"] == "target" else s["models"]),
-            cell(link(s.get("run_id"), cap)),
-            cell("–" if s.get("p95_ms") is None else format_number(s["p95_ms"])),
-            cell("–" if s.get("lowest_failing_rps") is None else format_number(s["lowest_failing_rps"])),
-            cell(LIMITS.get(s.get("limited_by", ""), s.get("limited_by", ""))), cell(probes))))
+            cell(s.get("variant")), cell("–" if s.get("variant") == "target" else _shown(s.get("models"))),
+            cell(link(s.get("run_id"), cap)), cell(_shown(s.get("p95_ms"))), cell(_shown(s.get("lowest_failing_rps"))),
+            cell(LIMITS.get(limited, limited) if isinstance(limited, str) else ""), cell(probes))))
     head = ("variant", "replicas", "capacity", "p95 ms", "lowest failing rate", "limited by", "probes (req/s)")
-    return {"target": format_number(stacks[0]["latency_target_ms"]),
+    return {"target": _shown(stacks[0].get("latency_target_ms")),
             "table": Table(tuple((h, False) for h in head), tuple(rows))}
 
 
 def section_html(output_dir: Path, link_prefix: str = "") -> str:
-    """A self-contained <section> for the comparison report; "" when no capacity search was run."""
+    """The capacity search's section of the results page, as HTML; "" when no capacity search was run."""
     view = section_view(output_dir, link_prefix)
     return "" if view is None else templating.macro("sections.html.j2", "capacity_search", view)

@@ -290,14 +290,13 @@ def _pairs(values) -> list[tuple[float, float]]:
 def _time_range(record: RunRecord, series: dict | None) -> tuple[float, float]:
     times = []
     for samples in ((series or {}).get("containers") or {}).values():
-        times += [s[0] for s in samples if isinstance(s, (list, tuple)) and s]
+        times += [s[0] for s in samples or [] if isinstance(s, (list, tuple)) and s]
     for samples in ((series or {}).get("gpus") or {}).values():
-        times += [s.get("t") for s in samples if isinstance(s, dict) and s.get("t") is not None]
+        times += [s.get("t") for s in samples or [] if isinstance(s, dict)]
     window = (record.load.window if record.load else None) or {}
-    marks = [window.get("spawn_complete_at"), window.get("start_at")]
-    if isinstance(window.get("start_at"), (int, float)) and window.get("duration_s"):
-        marks.append(window["start_at"] + window["duration_s"])
-    times += [t for t in marks if isinstance(t, (int, float))]
+    start, duration = _number(window.get("start_at")), _number(window.get("duration_s"))
+    times += [window.get("spawn_complete_at"), start, start + duration if start is not None and duration else None]
+    times = [t for t in map(_number, times) if t is not None]
     if not times:
         return 0.0, 1.0
     return min(times), max(times)

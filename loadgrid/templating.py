@@ -62,7 +62,7 @@ def _asset_text(name: str) -> str:
 
 
 def asset(name: str) -> Markup:
-    """A CSS or JS file of the package, inlined into a <style> or <script> (our own file, never record data)."""
+    """A CSS or JS file of the package, inlined into a style or script element (our own file, never record data)."""
     return Markup(_asset_text(name))
 
 
