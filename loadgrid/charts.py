@@ -5,8 +5,12 @@ Two kinds share one drawing: `line_chart` (the results page: a measure against u
 rate, linked markers, a target line, CI bars, labelled notes) and `time_chart` (a run's page: values over time,
 the measurement window shaded, container events marked). Axes stay honest: y starts at 0 on a linear scale,
 a log scale (x spanning a factor of 8 or more, latency when asked) says "(log scale)" in its label, values beyond
-the scale are drawn at its edge. No plotting library: these charts are small, and inline SVG keeps each page one
-offline file.
+the scale are drawn at its edge.
+
+No plotting library, on purpose: matplotlib would add numpy and tens of megabytes for a few line charts and
+cannot link a point to its run's row; Vega-Lite needs its script (hundreds of kB) inlined into every page and
+draws nothing without JavaScript, while a run's section in a Locust report is script-free. A page of these charts
+stays one small offline file that draws with scripts off.
 """
 
 from __future__ import annotations

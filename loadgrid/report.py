@@ -1,10 +1,11 @@
 """Reports rendered only from stored run records: `summary.csv`, `points.csv` and `index.html` at the output's top.
 
 Rebuilding them needs no Docker and re-runs nothing (`orchestrate.py report OUTPUT`). `index.html` is
-self-contained: charts are inline SVG drawn here, the only script (table sorting and filtering) is inline
-and optional, and nothing is fetched from the network, so it opens from the file system anywhere.
-The numbers come from `analysis`; this module only lays them out. Rebuilding also re-annotates each run's own
-Locust report with its telemetry (`run_page`).
+self-contained: charts are inline SVG (`charts`), the only script (table sorting and filtering) is inline and
+optional, and nothing is fetched from the network, so it opens from the file system anywhere.
+The numbers come from `analysis`; this module only builds the page's data (`page_view`: plain strings, numbers and
+the small dataclasses of `templating` and `charts`), which `templates/index.html.j2` lays out with autoescape on.
+Rebuilding also re-annotates each run's own Locust report with its telemetry (`run_page`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """A run's own report: Locust's HTML (`<stem>.html`), with what the stack did during the run added below it.
 
-`annotate` inserts one self-contained section (inline CSS, inline SVG, no script, nothing fetched) just before
+`annotate` inserts one self-contained section (inline CSS, inline SVG, no script, nothing fetched; laid out by
+`templates/run_section.html.j2` from the plain data built here) just before
 the last `</body>` of Locust's file, between `<!-- loadgrid:begin -->` and `<!-- loadgrid:end -->`:
 CPU % and memory of every container over time with the measurement window marked, GPU utilisation, memory and
 power when sampled (else why not), the window's totals beside the whole run's, the load generator's CPU, the
