@@ -7,6 +7,8 @@ import json
 import re
 from pathlib import Path
 
+import jinja2
+import pytest
 import report_fixtures as fx
 
 from loadgrid import capacity, report, run_page, templating
@@ -98,3 +100,11 @@ def test_no_markup_in_the_package_python():
     for name in ("index.html.j2", "run_section.html.j2", "charts.svg.j2", "report.css", "report.js",
                  "run_section.css"):
         assert (PACKAGE / "templates" / name).is_file()
+
+
+def test_templates_escape_by_default_and_fail_loudly_on_a_missing_value():
+    env = templating.env()
+    assert all(env.autoescape(name) for name in ("index.html.j2", "charts.svg.j2", None))
+    assert env.undefined is jinja2.StrictUndefined
+    with pytest.raises(jinja2.UndefinedError):
+        templating.render("index.html.j2")
