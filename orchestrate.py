@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""loadgrid's entry point: `python orchestrate.py --config config.yaml [--dry-run]`."""
+"""loadgrid's entry point from a checkout: `python orchestrate.py --config config.yaml [--dry-run]` is
+`loadgrid --config config.yaml [--dry-run]` (same commands, same help, which names itself loadgrid)."""
 
 import sys
 

@@ -22,19 +22,19 @@ answer.json: {"schema": 1, "latency_target_ms", "expected_rps" (or null), "cost_
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import statistics
 from collections.abc import Callable
 from pathlib import Path
 
-from . import analysis, capacity, sizing, store, usl
+from . import analysis, capacity, sizing, store, templating, usl
 from .analysis import fmt_ms, fmt_rps, replicas_text
 from .config import TARGET_VARIANT
 from .plan import format_number
 from .sizing import StackCapacity
 from .store import RunRecord
+from .templating import Piece, Row, Table, cell, joined, parts
 
 FILE = "answer.json"
 SCHEMA = 1
@@ -298,92 +298,79 @@ def stored_lines(output_dir: Path) -> list[str]:
     return [str(line) for line in data.get("lines", [])] if isinstance(data, dict) else []
 
 
-def _esc(value) -> str:
-    return html.escape(str(value))
+def _plain(run_id: str) -> Piece:
+    return Piece(str(run_id))
 
 
-def _runs(ids: list[str], link: Callable[[str], str]) -> str:
-    return ", ".join(link(i) for i in ids)
+def _runs(ids: list[str], link: Callable[[str], Piece]) -> tuple[Piece, ...]:
+    return joined([link(i) for i in ids])
 
 
 def _ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}x"
 
 
-def _vs_row(r: dict) -> str:
+def _vs_row(r: dict) -> Row:
     cpu = fmt_rps(r["cpu_capacity_rps"]) if r["cpu_capacity_rps"] is not None else "–"
     gpu = fmt_rps(r["gpu_capacity_rps"]) if r["gpu_capacity_rps"] is not None else "–"
-    basis = _esc(r["p95_basis"] or "no common point") + (f" ({r['p95_points']})" if r["p95_points"] else "")
-    return (f"<tr><td>{r['replicas']}</td><td>{cpu}</td><td>{gpu}</td><td>{_ratio(r['capacity_ratio'])}</td>"
-            f"<td>{_ratio(r['p95_ratio'])}</td><td class=\"l\">{basis}</td></tr>")
+    basis = (r["p95_basis"] or "no common point") + (f" ({r['p95_points']})" if r["p95_points"] else "")
+    return Row((cell(r["replicas"]), cell(cpu), cell(gpu), cell(_ratio(r["capacity_ratio"])),
+                cell(_ratio(r["p95_ratio"])), cell(basis, cls="l")))
 
 
-def section_html(answer: dict, link: Callable[[str], str] = _esc) -> str:
-    """The first section of index.html: the decision, the capacity per size behind it, and how it is chosen."""
-    target = fmt_ms(answer["latency_target_ms"])
-    items = []
-    for e in answer["variants"]:
-        v = _esc(e["variant"])
-        h = e["holds"]
-        if not answer["expected_rps"]:
-            continue
-        if h is not None:
-            cost = "" if h["cost"] is None else f"; cost {_fmt_cost(h['cost'])}"
-            who = "the endpoint holds it" if e["variant"] == TARGET_VARIANT else \
-                f"<b>{_esc(replicas_text(h['replicas']))}</b>"
-            items.append(f"<li><b>{v}</b>: {who}: capacity {_esc(_cap_words(h))} (p95 {fmt_ms(h['p95_ms'])} ms, "
-                         f"{_esc(h['where'])}; {_runs(h['run_ids'], link)}){cost}.</li>")
-            continue
-        big = e["largest"]
-        text = f"<li><b>{v}</b>: no measured size holds it"
-        if big is not None:
-            text += (f"; the largest measured capacity is {_esc(_cap_words(big))} at "
-                     f"{_esc(replicas_text(big['replicas']))} ({_runs(big['run_ids'], link)})")
-        x = e["extrapolation"]
-        if x is not None:
-            nxt = "" if x["next_to_measure"] is None else f" Measure {x['next_to_measure']} replicas next."
-            cost = "" if x.get("cost") is None else f" Cost about {_fmt_cost(x['cost'])}."
-            text += f'.<div class="notmeasured"><b>Not measured:</b> {_esc(x["text"])}.{cost}{nxt}</div>'
-        items.append(text + "</li>")
-    if answer["expected_rps"]:
-        head = f'<p class="answer"><b>{_esc(decision_words(answer))}.</b></p>'
-    else:
-        head = (f'<p class="answer">Measured capacity with p95 under {target} ms per stack size below. Set '
-                f"<code>expected_rps</code> (and <code>cost_per_replica</code>) in config.yaml or on the command "
-                f"line (<code>--expected-rps 300</code>) to get here the smallest size that holds your load, per "
-                f"variant, the cheapest, and a prediction of the size to measure next when none does.</p>")
-    rows = []
-    for e in answer["variants"]:
-        for s in e["sizes"]:
-            cap = "none" if s["capacity_rps"] is None else \
-                f"{'≥ ' if s['at_least'] else ''}{fmt_rps(s['capacity_rps'])}"
-            ci = "–" if s["ci_low"] is None else f"{fmt_rps(s['ci_low'])} – {fmt_rps(s['ci_high'])}"
-            cost = "" if s["cost"] is None else f"<td>{_fmt_cost(s['cost'])}</td>"
-            note = f" ({_esc(s['note'])})" if s["note"] else ""
-            rows.append(f"<tr><td>{_esc(e['variant'])}</td><td>{s['replicas']}</td><td>{cap}</td>"
-                        f"<td class=\"l\">{_esc(s['label'] or '–')}{note}</td><td>{ci}</td>"
-                        f"<td>{fmt_ms(s['p95_ms'])}</td>{cost}<td class=\"l\">{_esc(s['where'])}: "
-                        f"{_runs(s['run_ids'], link) or '–'}</td></tr>")
-    costed = bool(answer["cost_per_replica"])
-    table = ("<table><thead><tr><th>variant</th><th>replicas</th><th>capacity req/s</th><th class=\"l\">kind</th>"
-             "<th>95% CI</th><th>p95 ms</th>" + ("<th>cost</th>" if costed else "") + "<th class=\"l\">shown by"
-             "</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>") if rows else \
-        '<p class="nodata">No valid run, so no capacity yet.</p>'
-    vs = ""
-    if answer["cpu_vs_gpu"]:
-        vrows = "".join(_vs_row(r) for r in answer["cpu_vs_gpu"])
-        vs = ("<h3>CPU against GPU</h3><table><thead><tr><th>replicas</th><th>CPU capacity</th><th>GPU capacity</th>"
-              "<th>GPU ÷ CPU capacity</th><th>GPU ÷ CPU p95 at equal load</th><th class=\"l\">equal load means "
-              "(points)</th></tr></thead><tbody>" + vrows + "</tbody></table>")
-    how = (f"<p class=\"small\">How it is chosen: the capacity of a stack size is the highest open-loop arrival rate "
-           f"it held (capacity search probes and open-loop runs: valid, p95 from the intended send time under "
-           f"{target} ms, at least 98% of the offered rate answered, latency not growing) — arrivals do not slow "
-           f"down when the server does, so this is the honest figure; without open-loop runs, the highest closed-loop "
-           f"throughput with p95 under {target} ms, labelled lower confidence (closed-loop users wait for each answer, "
-           f"so a slow server slows its own load). With repeats, the 95% CI is over them; ≥ means no higher load "
-           f"failed. The answer is the smallest measured size whose capacity reaches the expected load; when none "
-           f"does, a Universal Scalability Law fit (3 or more sizes, else linear, optimistic) predicts the size, "
-           f"marked not measured, and names the next size to measure. Only valid runs count. Also in "
-           f"<code>{FILE}</code>.</p>")
-    body = f"<ul class=\"conclusions\">{''.join(items)}</ul>" if items else ""
-    return f'<section id="answer"><h2>The answer</h2>{head}{body}{table}{vs}{how}</section>'
+def _item(e: dict, link: Callable[[str], Piece]) -> dict:
+    """One variant's line of the answer: the size that holds the load, or the largest measured and a prediction."""
+    v = Piece(str(e["variant"]), "b")
+    h = e["holds"]
+    if h is not None:
+        cost = "" if h["cost"] is None else f"; cost {_fmt_cost(h['cost'])}"
+        who = "the endpoint holds it" if e["variant"] == TARGET_VARIANT else Piece(replicas_text(h["replicas"]), "b")
+        return {"text": parts(v, ": ", who, f": capacity {_cap_words(h)} (p95 {fmt_ms(h['p95_ms'])} ms, "
+                              f"{h['where']}; ", _runs(h["run_ids"], link), f"){cost}."), "not_measured": None}
+    big = e["largest"]
+    text = [v, ": no measured size holds it"]
+    if big is not None:
+        text += [f"; the largest measured capacity is {_cap_words(big)} at {replicas_text(big['replicas'])} (",
+                 _runs(big["run_ids"], link), ")"]
+    x = e["extrapolation"]
+    not_measured = None
+    if x is not None:
+        nxt = "" if x["next_to_measure"] is None else f" Measure {x['next_to_measure']} replicas next."
+        cost = "" if x.get("cost") is None else f" Cost about {_fmt_cost(x['cost'])}."
+        text.append(".")
+        not_measured = f"{x['text']}.{cost}{nxt}"
+    return {"text": parts(text), "not_measured": not_measured}
+
+
+def _size_row(e: dict, s: dict, link: Callable[[str], Piece]) -> Row:
+    cap = "none" if s["capacity_rps"] is None else f"{'≥ ' if s['at_least'] else ''}{fmt_rps(s['capacity_rps'])}"
+    ci = "–" if s["ci_low"] is None else f"{fmt_rps(s['ci_low'])} – {fmt_rps(s['ci_high'])}"
+    note = f" ({s['note']})" if s["note"] else ""
+    cost = [] if s["cost"] is None else [cell(_fmt_cost(s["cost"]))]
+    return Row((cell(e["variant"]), cell(s["replicas"]), cell(cap), cell(s["label"] or "–", note, cls="l"),
+                cell(ci), cell(fmt_ms(s["p95_ms"])), *cost,
+                cell(f"{s['where']}: ", _runs(s["run_ids"], link) or "–", cls="l")))
+
+
+def section_view(answer: dict, link: Callable[[str], Piece] = _plain) -> dict:
+    """The first section of index.html as plain data (templates/sections.html.j2, `answer`): the decision, the
+    capacity per size behind it, and how it is chosen. `link` makes a run id a piece (a link in the page)."""
+    expected = bool(answer["expected_rps"])
+    rows = [_size_row(e, s, link) for e in answer["variants"] for s in e["sizes"]]
+    head = ["variant", "replicas", "capacity req/s", "kind", "95% CI", "p95 ms"] + \
+        (["cost"] if answer["cost_per_replica"] else []) + ["shown by"]
+    return {
+        "target": fmt_ms(answer["latency_target_ms"]), "file": FILE,
+        "decision": decision_words(answer) if expected else "",
+        "lines": [_item(e, link) for e in answer["variants"]] if expected else [],
+        "table": Table(tuple((h, h in ("kind", "shown by")) for h in head), tuple(rows)) if rows else None,
+        "vs": Table(tuple((h, h == "equal load means (points)") for h in (
+            "replicas", "CPU capacity", "GPU capacity", "GPU ÷ CPU capacity", "GPU ÷ CPU p95 at equal load",
+            "equal load means (points)")), tuple(_vs_row(r) for r in answer["cpu_vs_gpu"]))
+        if answer["cpu_vs_gpu"] else None,
+    }
+
+
+def section_html(answer: dict, link: Callable[[str], Piece] = _plain) -> str:
+    """The answer's section on its own, as HTML."""
+    return templating.macro("sections.html.j2", "answer", section_view(answer, link))

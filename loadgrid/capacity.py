@@ -27,15 +27,16 @@ rate up to max passed), "steps" (probes ran out), "start" (even the lowest rate 
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import templating
 from .config import CapacitySearch
 from .plan import format_number
 from .store import OpenLoop, RunRecord
+from .templating import Piece, Row, Table, cell, file_link, joined
 
 FILE = "capacity.json"
 SCHEMA = 1
@@ -257,32 +258,40 @@ LIMITS = {"latency": "p95 over the target above it", "errors": "failed or droppe
           "steps": "probes ran out before the bounds met", "start": "even the lowest rate tried failed"}
 
 
-def section_html(output_dir: Path, link_prefix: str = "") -> str:
-    """A self-contained <section> for the comparison report; "" when no capacity search was run."""
-    stacks = read(output_dir)["stacks"]
-    if not stacks:
-        return ""
-    esc = html.escape
+def _shown(value) -> str:
+    """A number of capacity.json as the page shows it; "–" for anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "–"
+    return format_number(value)
 
-    def link(run_id: str | None, text: str) -> str:
-        if not run_id:
-            return esc(text)
-        return f'<a href="{esc(link_prefix + run_id)}.html">{esc(text)}</a>'
+
+def section_view(output_dir: Path, link_prefix: str = "") -> dict | None:
+    """The capacity search's section as plain data (templates/sections.html.j2, `capacity_search`); None when no
+    capacity search was run. Each probe links to its run's page when its id is a plain relative file name; the
+    numbers are cast, so whatever a shared folder's capacity.json holds reaches the page as text."""
+    stacks = [s for s in read(output_dir)["stacks"] if isinstance(s, dict)]
+    if not stacks:
+        return None
+
+    def link(run_id, text: str) -> Piece:
+        return file_link(text, f"{link_prefix}{run_id}.html") if isinstance(run_id, str) and run_id else Piece(text)
 
     rows = []
     for s in stacks:
-        probes = ", ".join(
-            link(p["run_id"], f"{format_number(p['rate'])}{' ✓' if p['passed'] else ' ✗'}") for p in s["probes"])
-        cap = "none" if s["capacity_rps"] is None else f"{format_number(s['capacity_rps'])} req/s"
-        rows.append(
-            f"<tr><td>{esc(s['variant'])}</td><td>{'–' if s['variant'] == 'target' else s['models']}</td>"
-            f"<td>{link(s.get('run_id'), cap)}</td><td>{'–' if s.get('p95_ms') is None else format_number(s['p95_ms'])}"
-            f"</td><td>{'–' if s.get('lowest_failing_rps') is None else format_number(s['lowest_failing_rps'])}</td>"
-            f"<td>{esc(LIMITS.get(s.get('limited_by', ''), s.get('limited_by', '')))}</td><td>{probes}</td></tr>")
-    target = format_number(stacks[0]["latency_target_ms"])
-    return (f'<section id="capacity-search"><h2>Capacity search</h2>'
-            f"<p>For each stack size, the highest open-loop arrival rate whose p95 stayed under {target} ms "
-            f"(✓ passed, ✗ failed; each probe links to its run).</p>"
-            "<table><thead><tr><th>variant</th><th>replicas</th><th>capacity</th><th>p95 ms</th>"
-            "<th>lowest failing rate</th><th>limited by</th><th>probes (req/s)</th></tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table></section>")
+        probes = joined([link(p.get("run_id"), f"{_shown(p.get('rate'))}{' ✓' if p.get('passed') else ' ✗'}")
+                         for p in s.get("probes") or [] if isinstance(p, dict)])
+        cap = "none" if s.get("capacity_rps") is None else f"{_shown(s['capacity_rps'])} req/s"
+        limited = s.get("limited_by", "")
+        rows.append(Row((
+            cell(s.get("variant")), cell("–" if s.get("variant") == "target" else _shown(s.get("models"))),
+            cell(link(s.get("run_id"), cap)), cell(_shown(s.get("p95_ms"))), cell(_shown(s.get("lowest_failing_rps"))),
+            cell(LIMITS.get(limited, limited) if isinstance(limited, str) else ""), cell(probes))))
+    head = ("variant", "replicas", "capacity", "p95 ms", "lowest failing rate", "limited by", "probes (req/s)")
+    return {"target": _shown(stacks[0].get("latency_target_ms")),
+            "table": Table(tuple((h, False) for h in head), tuple(rows))}
+
+
+def section_html(output_dir: Path, link_prefix: str = "") -> str:
+    """The capacity search's section of the results page, as HTML; "" when no capacity search was run."""
+    view = section_view(output_dir, link_prefix)
+    return "" if view is None else templating.macro("sections.html.j2", "capacity_search", view)

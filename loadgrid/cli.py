@@ -1,12 +1,8 @@
 """Command line: a thin layer over config -> plan -> grid -> report.
 
-    orchestrate.py --config config.yaml [--dry-run]   run the grid (or just print the plan)
-    orchestrate.py --target URL --payload FILE ...    benchmark an endpoint that is already deployed
-    orchestrate.py report [OUTPUT]                    rebuild summary.csv and index.html from stored records
-    orchestrate.py compare A B [--fail-if-slower PCT] compare two output folders, or FOLDER:cpu FOLDER:gpu
-    orchestrate.py init [COMPOSE_FILE...] [--force]   write a starter config.yaml for a compose project
-
-A `UserError` is printed as one line per mistake (exit 2 for bad input, 1 otherwise); tracebacks only with -v.
+The help text (`DESCRIPTION`, `EPILOG`) speaks to a user; this docstring to whoever reads the code. A
+`UserError` is printed as one line per mistake (exit 2 for bad input, 1 otherwise), naming the flag when a flag
+set the key (`UserError.keys`); tracebacks only with -v. `orchestrate.py` calls `main` too, under the same name.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__, grid, hold, report, stack, starter, store
+from . import __version__, grid, hold, report, settings, stack, starter, store
 from . import answer as answer_mod
 from . import compare as compare_mod
 from . import config as config_mod
@@ -27,13 +23,31 @@ from . import plan as plan_mod
 from .errors import UserError
 
 COMMANDS = ("run", "report", "compare", "init")
+PROG = "loadgrid"
+DESCRIPTION = """\
+loadgrid benchmarks a model-serving stack: it brings the stack up with Docker Compose at each size you list
+(replicas of one service), drives it with Locust at each load you list (users, or requests per second), and
+writes one report per run, a summary.csv and an index.html that answers how many replicas the load needs.
+It can also load an endpoint that is already deployed (--target), without a stack."""
+EPILOG = """\
+examples:
+  loadgrid init                                   # a config.yaml for the compose project here
+  loadgrid --config config.yaml --dry-run         # every planned run and the time it will take
+  loadgrid --config config.yaml                   # run it; results in reports/
+  loadgrid --target http://127.0.0.1:9000/predict --payload images --users 1,10 --run-time 30s
+  loadgrid compare baseline/ reports/ --fail-if-slower 10
+
+Run `loadgrid run --help` for every flag of a run."""
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orchestrate.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"loadgrid {__version__}")
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the grid (the default command)")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="{run,report,compare,init}")
+    run = sub.add_parser("run", help="run the grid of a config (the default: loadgrid --config config.yaml)",
+                         description="Run every point of the config's grid (or, with --dry-run, list them). "
+                                     "A load flag overrides its config key.")
     run.add_argument("--config", "-c", default=None, help="grid config (default: config.yaml)")
     run.add_argument("--dry-run", action="store_true", help="print every planned run; start nothing")
     run.add_argument("--resume", action="store_true",
@@ -42,12 +56,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="like --resume, but run failed and invalid points again (only valid ones are kept)")
     run.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
     load = run.add_argument_group("load settings (each overrides its config key; lists as 10,50)")
-    for flag, key, metavar, text in LOAD_FLAGS:
-        load.add_argument(flag, dest=_dest(flag), metavar=metavar, help=f"{text} (config: {key})")
-    rep = sub.add_parser("report", help="rebuild summary.csv and index.html from stored records")
-    rep.add_argument("output", nargs="?", default="reports", help="output folder (default: reports)")
+    for setting in LOAD_FLAGS:
+        load.add_argument(setting.flag, dest=_dest(setting.flag), metavar=setting.metavar,
+                          help=f"{setting.help} (config: {setting.key})".replace("%", "%%"))
+    rep = sub.add_parser("report", help="rebuild summary.csv and index.html from the records in a results folder")
+    rep.add_argument("output", nargs="?", default=str(settings.default("output_dir")),
+                     help=f"results folder (default: {settings.default('output_dir')})")
     rep.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
-    cmp = sub.add_parser("compare", help="compare two output folders, or two variants of one (OUT:cpu OUT:gpu)",
+    cmp = sub.add_parser("compare",
+                         help="compare two results folders, or two variants of one (reports:cpu reports:gpu)",
                          description=compare_mod.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cmp.add_argument("a", metavar="A", help="baseline: an output folder, or FOLDER:VARIANT such as reports:cpu")
     cmp.add_argument("b", metavar="B", help="candidate, in the same form as A")
@@ -66,33 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# --flag, config key, metavar, help. Values are read like YAML, so the config's checks and messages apply.
-LOAD_FLAGS = (
-    ("--target", "target", "URL", "benchmark this endpoint as it is: no compose stack, no replica axis "
-                                  "(default without --config: $ENDPOINT)"),
-    ("--payload", "payload", "PATH|URL", "a folder of images, an image, a .json or .jsonl file, or an http(s) URL "
-                                         "fetched once (default: $PAYLOAD, then images_dir)"),
-    ("--send-as", "send_as", "raw|multipart", "images as a raw JPEG body (application/octet-stream) or multipart"),
-    ("--expect", "expect", "prediction|status|{...}", "served means a valid prediction body, any 2xx, or a JSON "
-                                                     "check such as '{status: 200, json: {success: true}}'"),
-    ("--users", "num_users_list", "N[,N..]", "closed-loop users"),
-    ("--spawn-rate", "spawn_rate_list", "R[,R..]", "users started per second"),
-    ("--run-time", "run_time", "DURATION", "per run, e.g. 30s, 1m (with --requests-per-user: the cap)"),
-    ("--processes", "processes", "N", "Locust processes"),
-    ("--threads", "threads", "N[,N..]", "users per Locust process: users = processes x threads"),
-    ("--requests-per-user", "requests_per_user", "N", "each user stops after N requests"),
-    ("--arrival-rate", "arrival_rate_list", "R[,R..]", "open loop: requests per second, instead of users"),
-    ("--arrival", "arrival", "constant|poisson", "open-loop arrivals"),
-    ("--max-in-flight", "max_in_flight", "N", "open loop: requests in flight per Locust process"),
-    ("--output", "output_dir", "DIR", "output folder"),
-    ("--latency-target", "latency_target_ms", "MS", "p95 target for capacity"),
-    ("--expected-rps", "expected_rps", "RPS", "the load to plan for: the answer names the smallest size that holds "
-                                             "it with p95 under the target"),
-    ("--cost-per-replica", "cost_per_replica", "{cpu: C, gpu: C}", "the cost of one replica per variant (any unit), "
-                                                                  "for the cheapest answer"),
-)
-LIST_KEYS = ("num_users_list", "spawn_rate_list", "threads", "arrival_rate_list")
-PATH_KEYS = ("payload", "output_dir")
+# The load flags: each config key's flag, metavar and help line come from the settings table. Values are read
+# like YAML, so the config's checks and messages apply.
+LOAD_FLAGS = settings.FLAGS
 
 
 def _dest(flag: str) -> str:
@@ -104,21 +97,21 @@ def overrides(args: argparse.Namespace) -> dict:
     import yaml
 
     out = {}
-    for flag, key, _, _ in LOAD_FLAGS:
-        text = getattr(args, _dest(flag), None)
+    for setting in LOAD_FLAGS:
+        text = getattr(args, _dest(setting.flag), None)
         if text is None:
             continue
-        if key in PATH_KEYS and not payload_mod.is_url(text):
-            out[key] = str(Path(text).resolve())
+        if setting.flag_value == "path" and not payload_mod.is_url(text):
+            out[setting.key] = str(Path(text).resolve())
             continue
-        if key in ("target",):
-            out[key] = text
+        if setting.flag_value == "text":
+            out[setting.key] = text
             continue
         try:
-            value = yaml.safe_load(f"[{text}]" if key in LIST_KEYS else text)
+            value = yaml.safe_load(f"[{text}]" if setting.flag_value == "list" else text)
         except yaml.YAMLError:
             value = text
-        out[key] = value
+        out[setting.key] = value
     return out
 
 
@@ -128,17 +121,20 @@ def load_config(args: argparse.Namespace) -> config_mod.Config:
     try:
         return config_mod.load(args.config or "config.yaml", given, allow_missing=args.config is None)
     except UserError as exc:
-        raise UserError.of([_name_flag(line, given) for line in exc.messages], exc.exit_code) from None
+        raise UserError.of([(_name_flag(line, key, given), key) for line, key in exc.items],
+                           exc.exit_code) from None
 
 
-def _name_flag(line: str, given: dict) -> str:
-    """A config error about a key set by a flag names the flag instead."""
-    for flag, key, _, _ in LOAD_FLAGS:
-        if key in given and line.startswith(f"config: {key}: "):
-            return f"{flag}: {line.split(': ', 2)[2]}"
-        if key in given and line.startswith(f"config: {key}."):  # a part of the value: name the part too
-            return f"{flag}: {line.removeprefix(f'config: {key}.')}"
-    return line
+def _name_flag(line: str, key: str | None, given: dict) -> str:
+    """A config error about a key set by a flag names the flag instead ("--users: ..."); a part of the value
+    ("expect.json.x") is named after the flag."""
+    top, _, part = (key or "").partition(".")
+    setting = settings.BY_KEY.get(top)
+    if setting is None or not setting.flag or top not in given:
+        return line
+    detail = line.removeprefix(f"config: {key}: ") if line.startswith(f"config: {key}: ") \
+        else line.removeprefix("config: ")
+    return f"{setting.flag}: {part + ': ' if part else ''}{detail}"
 
 
 def fetch_payload(config: config_mod.Config) -> config_mod.Config:

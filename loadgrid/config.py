@@ -10,7 +10,6 @@ the config file's folder. The file must be UTF-8 YAML with each key once at any 
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -21,16 +20,26 @@ from urllib.parse import urlparse
 
 import yaml
 
-from . import compose_lint
+from . import compose_lint, settings
 from . import payload as payload_mod
-from .errors import UserError
+from .errors import UserError, key_of
 
-VARIANTS = ("cpu", "gpu")
+# The checks shared with the settings table, under the names the rest of the package (and the tests) use.
+from .settings import ARRIVALS, VARIANTS, parse_duration, url_problem  # noqa: F401  (re-exported)
+from .settings import bad as _bad
+from .settings import positive_int as _positive_int
+from .settings import positive_list as _positive_list
+from .settings import positive_number as _positive_number
+from .settings import string as _string
+from .settings import string_list as _string_list
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Target mode: an existing endpoint, benchmarked as it is. Its records use this variant and models 1 (the
 # endpoint is one unit; there is no replica axis and no replica is seen: stack.replicas_expected is 0).
 TARGET_VARIANT = "target"
-ARRIVALS = ("constant", "poisson")
+# The environment variables a config falls back to (the throughput testers' names), from the settings table.
+ENDPOINT = settings.BY_KEY["target"].env
+PAYLOAD_VAR = settings.BY_KEY["payload"].env
 
 
 @dataclass(frozen=True)
@@ -46,56 +55,64 @@ class CapacitySearch:
 
 @dataclass(frozen=True)
 class Config:
+    """A checked config. Each default is the settings table's (loadgrid/settings.py), the one place it is
+    written; from_mapping fills every field from the file, the flags and the environment."""
+
     num_models_list: tuple[int, ...]
     num_users_list: tuple[int, ...]
     spawn_rate_list: tuple[float, ...]
     run_time_s: int
     host: str
-    variants: tuple[str, ...] = ("cpu",)
-    compose_files: tuple[Path, ...] = ()
-    gpu_compose_files: tuple[Path, ...] = ()
-    service: str = "model"
-    project: str = "loadgrid"
-    output_dir: Path = Path("reports")
-    locustfile: Path = Path("locustfile.py")  # from_mapping: the key, a locustfile.py beside the config, or ours
-    images_dir: Path = Path("images")
-    predict_path: str = "/predict"
+    variants: tuple[str, ...] = settings.default("variants")
+    compose_files: tuple[Path, ...] = settings.default("compose_files")
+    gpu_compose_files: tuple[Path, ...] = settings.default("gpu_compose_files")
+    service: str = settings.default("service")
+    project: str = settings.default("project")
+    output_dir: Path = settings.default("output_dir")
+    # from_mapping: the key, a locustfile.py beside the config, or ours
+    locustfile: Path = settings.default("locustfile")
+    images_dir: Path = settings.default("images_dir")
+    predict_path: str = settings.default("predict_path")
     # Replicas are probed from inside (docker exec) at this path for their device and request count.
-    replica_health_path: str = "/health"
-    replica_port: int = 8000
-    startup_timeout_s: int = 300
+    replica_health_path: str = settings.default("replica_health_path")
+    replica_port: int = settings.default("replica_port")
+    startup_timeout_s: int = settings.default("startup_timeout")
     # The comparison report's capacity: the highest throughput whose p95 stays under this target.
-    latency_target_ms: float = 500.0
+    latency_target_ms: float = settings.default("latency_target_ms")
     # The load to plan for (req/s) and the cost of one replica per variant (any unit): see answer.py.
-    expected_rps: float | None = None
-    cost_per_replica: dict[str, float] = field(default_factory=dict)
+    expected_rps: float | None = settings.default("expected_rps")
+    cost_per_replica: dict[str, float] = field(default_factory=lambda: dict(settings.default("cost_per_replica")))
     # Honest runs: statistics start when every user is spawned, plus this warm-up.
-    warmup_s: int = 0
-    repeats: int = 1
+    warmup_s: int = settings.default("warmup")
+    repeats: int = settings.default("repeats")
     # Locust processes (one core each at most); 0 = auto: what the cores allow beside the stack.
-    locust_processes: int = 0
+    locust_processes: int = settings.default("locust_processes")
     # A run whose load generator used more than this share of its cores is client-bound, not capacity.
-    client_cpu_limit_pct: float = 60.0
+    client_cpu_limit_pct: float = settings.default("client_cpu_limit_pct")
     # GPU variant: GPUs reserved per replica (a number or "all") or explicit device ids (not both), and
     # whether a machine without a usable GPU fails the grid instead of skipping the gpu variant.
-    gpu_count: int | str = 1
-    gpu_device_ids: tuple[str, ...] = ()
-    gpu_required: bool = False
+    gpu_count: int | str = settings.default("gpu_count")
+    gpu_device_ids: tuple[str, ...] = settings.default("gpu_device_ids")
+    gpu_required: bool = settings.default("gpu_required")
     # Target mode: benchmark this URL (no compose stack, no replica axis); None: the compose grid.
-    target_url: str | None = None
+    target_url: str | None = settings.default("target")
     # What each request carries: a folder of images, an image, JSON documents (.json, .jsonl); a path, or
     # an http(s) URL fetched once before the runs. Resolved from payload, images_dir or $PAYLOAD.
-    payload: str = ""
+    payload: str = settings.default("payload")
     payload_url: str | None = None  # where payload was fetched from, once the orchestrator has fetched it
-    send_as: str = "raw"  # images: raw (JPEG body, application/octet-stream) or multipart (field `file`)
+    # images: raw (JPEG body, application/octet-stream) or multipart (field `file`)
+    send_as: str = settings.default("send_as")
     # Served means: prediction (a valid prediction body), status (any 2xx), or a JSON check's canonical text
     # ({"status": [200], "json": {"success": true}}, see payload.parse_expect); "": by payload kind.
-    expect: str = ""
-    requests_per_user: int = 0  # > 0: each closed-loop user stops after this many requests (run_time: a cap)
-    arrival_rate_list: tuple[float, ...] = ()  # open loop: target arrival rates (req/s), one run each
-    arrival: str = "constant"  # open-loop arrivals: constant (even gaps) or poisson (exponential gaps)
-    max_in_flight: int = 0  # open loop, per Locust process; 0 = rate x 10 s request timeout (10..1000)
-    capacity_search: CapacitySearch | None = None
+    expect: str = settings.default("expect")
+    # > 0: each closed-loop user stops after this many requests (run_time: a cap)
+    requests_per_user: int = settings.default("requests_per_user")
+    # open loop: target arrival rates (req/s), one run each
+    arrival_rate_list: tuple[float, ...] = settings.default("arrival_rate_list")
+    arrival: str = settings.default("arrival")  # open-loop arrivals: constant (even gaps) or poisson (exponential gaps)
+    # open loop, per Locust process; 0 = rate x 10 s request timeout (10..1000)
+    max_in_flight: int = settings.default("max_in_flight")
+    capacity_search: CapacitySearch | None = settings.default("capacity_search")
     source: Path = field(default=Path("config.yaml"), compare=False)
     # Said once before the runs (compose lint: host not published, deploy.replicas overridden); not errors.
     warnings: tuple[str, ...] = field(default=(), compare=False)
@@ -112,110 +129,12 @@ class Config:
         return self.compose_files + (self.gpu_compose_files if variant == "gpu" else ())
 
 
-_DURATION_PART = re.compile(r"(\d+)\s*(h|m|s)")
-
-
-def parse_duration(value: Any, key: str = "run_time", allow_zero: bool = False) -> int:
-    """'90', 90, '30s', '1m', '1h30m' -> whole seconds (> 0, or >= 0 with allow_zero)."""
-    if isinstance(value, bool):
-        raise _bad(key, value, "a duration such as 30s, 1m or 1h30m")
-    if isinstance(value, int):
-        seconds = value
-    elif isinstance(value, str) and value.strip().isdigit():
-        seconds = int(value.strip())
-    elif isinstance(value, str):
-        text = value.strip().lower().replace(" ", "")
-        parts = _DURATION_PART.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise _bad(key, value, "a duration such as 30s, 1m or 1h30m")
-        scale = {"h": 3600, "m": 60, "s": 1}
-        seconds = sum(int(n) * scale[u] for n, u in parts)
-    else:
-        raise _bad(key, value, "a duration such as 30s, 1m or 1h30m")
-    if seconds < 0 or (seconds == 0 and not allow_zero):
-        raise _bad(key, value, "a duration above zero, such as 30s")
-    return seconds
-
-
-def _bad(key: str, value: Any, expected: str) -> UserError:
-    return UserError(f"config: {key}: got {value!r}; expected {expected}")
-
-
-def _positive_list(raw: dict, key: str, kind: type) -> tuple:
-    value = raw[key]
-    what = "whole numbers" if kind is int else "numbers"
-    expected = f"a non-empty list of positive {what}, e.g. [1, 2]"
-    if not isinstance(value, list):
-        # A lone number is the commonest slip: say how to write it as a list.
-        raise _bad(key, value, expected + (f" (write [{value}])" if isinstance(value, (int, float)) else ""))
-    if not value:
-        raise _bad(key, value, expected)
-    out = []
-    for item in value:
-        ok_type = isinstance(item, int) if kind is int else isinstance(item, (int, float))
-        if isinstance(item, bool) or not ok_type:
-            raise _bad(key, value, expected + f"; {item!r} is not a {'whole ' if kind is int else ''}number")
-        if item <= 0:
-            raise _bad(key, value, expected + f"; {item!r} is not above zero")
-        out.append(kind(item))
-    dupes = sorted({x for x in out if out.count(x) > 1})
-    if dupes:
-        raise _bad(key, value, expected + f" with no repeats; {dupes[0]!r} is listed twice")
-    return tuple(out)
-
-
-def _string(raw: dict, key: str) -> str:
-    value = raw[key]
-    if not isinstance(value, str) or not value.strip():
-        raise _bad(key, value, "a non-empty string")
-    return value.strip()
-
-
-def _string_list(raw: dict, key: str) -> tuple[str, ...]:
-    value = raw[key]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _bad(key, value, "a list of strings")
-    return tuple(value)
-
-
 def _existing_files(raw: dict, key: str, base: Path) -> tuple[Path, ...]:
     paths = tuple((base / p).resolve() for p in _string_list(raw, key))
     for path in paths:
         if not path.is_file():
             raise UserError(f"config: {key}: file {path} does not exist; fix the path (relative to {base})")
     return paths
-
-
-def _positive_int(raw: dict, key: str) -> int:
-    value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(key, value, "a whole number above zero")
-    return value
-
-
-def _positive_number(raw: dict, key: str) -> float:
-    value = raw[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise _bad(key, value, "a number above zero")
-    return float(value)
-
-
-def _processes(raw: dict, key: str) -> int:
-    value = raw[key]
-    if value == "auto":
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise _bad(key, value, "auto or a whole number of processes above zero")
-    return value
-
-
-def _percent(raw: dict, key: str) -> float:
-    value = _positive_number(raw, key)
-    if value > 100:
-        raise _bad(key, value, "a percentage between 0 and 100")
-    return value
 
 
 def _gpu_settings(raw: dict) -> dict:
@@ -236,92 +155,15 @@ def _gpu_settings(raw: dict) -> dict:
             raise _bad("gpu_device_ids", value, "a list of GPU indexes or UUIDs, e.g. [0] or ['GPU-3b2f...']")
         out["gpu_device_ids"] = tuple(str(i) for i in ids)
     if "gpu_required" in raw:
-        if not isinstance(raw["gpu_required"], bool):
-            raise _bad("gpu_required", raw["gpu_required"], "true or false")
-        out["gpu_required"] = raw["gpu_required"]
+        out["gpu_required"] = settings.check("gpu_required")(raw, "gpu_required")
     return out
 
 
-_HOST_LABEL = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")
-
-
-def url_problem(url: str) -> str | None:
-    """What makes `url` unusable as an http(s) URL to load (a few words), or None when it is fine."""
-    if any(ch.isspace() for ch in url):
-        return "it contains a space"
-    try:
-        parsed = urlparse(url)
-        host, port = parsed.hostname, parsed.port
-    except ValueError:  # a bad [IPv6] host, or a port that is not a number from 0 to 65535
-        return "its [host] is not an IPv6 address" if "[" in url or "]" in url \
-            else "its port is not a number from 1 to 65535"
-    if parsed.scheme not in ("http", "https"):
-        return "it does not start with http:// or https://"
-    if not host:
-        return "it names no host"
-    if port == 0:
-        return "its port is not a number from 1 to 65535"
-    if "[" in parsed.netloc:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            return "its [host] is not an IPv6 address"
-        return None
-    labels = host.removesuffix(".").split(".")
-    if not all(_HOST_LABEL.match(label) for label in labels):
-        return f"{host!r} is not a host name or IP address"
-    return None
-
-
-def _host(raw: dict, key: str) -> str:
-    value = _string(raw, key)
-    problem = url_problem(value)
-    if problem:
-        raise _bad(key, value, f"an http(s) URL such as http://localhost:8080 ({problem})")
-    return value.rstrip("/")
-
-
-def _url_path(raw: dict, key: str) -> str:
-    value = _string(raw, key)
-    if not value.startswith("/"):
-        raise _bad(key, value, "a path starting with /, e.g. /predict")
-    return value
-
-
-def _variants(raw: dict, key: str) -> tuple[str, ...]:
-    values = _string_list(raw, key)
-    if not values:
-        raise _bad(key, raw[key], "a non-empty list from " + ", ".join(VARIANTS))
-    for v in values:
-        if v not in VARIANTS:
-            raise _bad(key, raw[key], f"a list from {', '.join(VARIANTS)}; {v!r} is not one")
-    if len(set(values)) != len(values):
-        raise _bad(key, raw[key], "each variant once")
-    return values
-
-
-_REQUIRED = ("num_models_list", "num_users_list", "spawn_rate_list", "run_time", "host")
-_OPTIONAL = (
-    "variants", "compose_files", "gpu_compose_files", "service", "project", "output_dir", "locustfile",
-    "images_dir", "predict_path", "replica_health_path", "replica_port", "startup_timeout", "latency_target_ms",
-    "warmup", "repeats", "locust_processes", "client_cpu_limit_pct", "gpu_count", "gpu_device_ids", "gpu_required",
-    "expected_rps", "cost_per_replica",
-)
-# Existing endpoints, payloads, processes x threads, request-count stop, open loop, capacity search.
-_LOAD_KEYS = (
-    "target", "payload", "send_as", "expect", "processes", "threads", "requests_per_user", "arrival_rate_list",
-    "arrival", "max_in_flight", "capacity_search",
-)
 # Keys that describe the compose stack: meaningless with target (an endpoint that is already deployed).
-COMPOSE_KEYS = (
-    "num_models_list", "host", "predict_path", "variants", "compose_files", "gpu_compose_files", "service",
-    "project", "replica_health_path", "replica_port", "startup_timeout", "gpu_count", "gpu_device_ids",
-    "gpu_required", "cost_per_replica",
-)
+COMPOSE_KEYS = settings.COMPOSE_KEYS
 # Keys that set the load axis: a CLI flag for one of them replaces all of them.
-LOAD_AXIS_KEYS = ("num_users_list", "threads", "arrival_rate_list")
+LOAD_AXIS_KEYS = settings.LOAD_AXIS_KEYS
 DEFAULT_REQUEST_CAP_S = 600  # run_time when a run stops after requests_per_user and no run_time is set
-_PROJECT_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
 # --- reading YAML ------------------------------------------------------------------------------------------
@@ -427,7 +269,7 @@ def load(path: str | Path, overrides: dict | None = None, allow_missing: bool = 
     path = Path(path)
     environ = os.environ if environ is None else environ
     if not path.is_file():
-        if not (allow_missing and ((overrides or {}).get("target") is not None or environ.get("ENDPOINT"))):
+        if not (allow_missing and ((overrides or {}).get("target") is not None or environ.get(ENDPOINT))):
             raise UserError(f"config file {path} does not exist; pass --config PATH to a YAML file")
         raw: Any = {}
         duplicates: list[str] = []
@@ -436,12 +278,12 @@ def load(path: str | Path, overrides: dict | None = None, allow_missing: bool = 
         raw, duplicates = read_yaml(path)
         raw = raw if raw is not None else {}
         base = path.resolve().parent
-    if overrides or (allow_missing and environ.get("ENDPOINT")):
+    if overrides or (allow_missing and environ.get(ENDPOINT)):
         raw = apply_overrides(raw, overrides or {}, endpoint_default=allow_missing, environ=environ)
     try:
         config = from_mapping(raw, base=base, source=path, environ=environ)
     except UserError as exc:
-        raise UserError.of([*duplicates, *exc.messages]) from None
+        raise UserError.of([*duplicates, *exc.items]) from None
     if duplicates:
         raise UserError.of(duplicates)
     return config
@@ -458,8 +300,8 @@ def apply_overrides(raw: Any, overrides: dict, endpoint_default: bool = False, e
     environ = os.environ if environ is None else environ
     out = dict(raw)
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "target" not in overrides and endpoint_default and environ.get("ENDPOINT"):
-        overrides["target"] = environ["ENDPOINT"]
+    if "target" not in overrides and endpoint_default and environ.get(ENDPOINT):
+        overrides["target"] = environ[ENDPOINT]
     if "target" in overrides:
         for key in COMPOSE_KEYS:
             out.pop(key, None)
@@ -485,16 +327,25 @@ class Collector:
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self.keys: dict[str, str | None] = {}  # message -> the key it is about (UserError.keys)
 
-    def add(self, message: str) -> None:
+    def add(self, message: str, key: str | None = None) -> None:
         self.messages.append(message)
+        self.keys.setdefault(message, key or key_of(message))
 
     def take(self, check: Callable[..., Any], *args: Any, default: Any = None, **kwargs: Any) -> Any:
         try:
             return check(*args, **kwargs)
         except UserError as exc:
-            self.messages.extend(exc.messages)
+            for message, key in exc.items:
+                self.add(message, key)
             return default
+
+    def setting(self, raw: dict, key: str, default: Any = None) -> Any:
+        """raw[key] checked by its check in the settings table; its default (or `default`) when absent or
+        wrong."""
+        fallback = settings.default(key) if default is None else default
+        return self.option(raw, key, settings.check(key), fallback)
 
     def option(self, raw: dict, key: str, check: Callable[[dict, str], Any], default: Any) -> Any:
         """raw[key] checked by `check(raw, key)`, or `default` when the key is absent or wrong."""
@@ -503,7 +354,8 @@ class Collector:
     def raise_all(self, keys: list | None = None) -> None:
         """Raise every message gathered; with `keys` (the file's, in order), in the order of their keys."""
         if self.messages:
-            raise UserError.of(_in_key_order(self.messages, keys) if keys else self.messages)
+            ordered = _in_key_order(self.messages, keys) if keys else self.messages
+            raise UserError.of([(m, self.keys.get(m)) for m in ordered])
 
 
 _MESSAGE_KEY = re.compile(r"^config: (?:unknown key '([^']+)'|missing key |([A-Za-z_]\w*)[.: ])")
@@ -529,13 +381,13 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
     if not isinstance(raw, dict):
         raise UserError("config: the file must be a mapping of keys such as num_models_list, run_time, host")
     errors = Collector()
-    known = _REQUIRED + _OPTIONAL + _LOAD_KEYS
+    known = settings.KEYS
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {close[0]}?" if close else f"; known keys: {', '.join(known)}"
             errors.add(f"config: unknown key {key!r}{hint}")
-    wants_target = "target" in raw or ("num_models_list" not in raw and bool(environ.get("ENDPOINT")))
+    wants_target = "target" in raw or ("num_models_list" not in raw and bool(environ.get(ENDPOINT)))
     target = errors.take(_target, raw, environ, default=("http://invalid", "/", "") if wants_target else None)
     if target is not None:
         for key in COMPOSE_KEYS:
@@ -548,7 +400,7 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
                 errors.add(f"config: missing key {key}; add it (see config.yaml in the project for an example)")
     load_keys = _load_settings(raw, base, environ, errors)
 
-    variants = errors.take(_variants, raw, "variants", default=_BAD) if "variants" in raw else ("cpu",)
+    variants = errors.setting(raw, "variants", _BAD) if "variants" in raw else settings.default("variants")
     before_files = len(errors.messages)
     compose_files: tuple[Path, ...] = ()
     if target is None:
@@ -570,9 +422,9 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
     files_ok = len(errors.messages) == before_files
 
     locustfile = errors.take(_locustfile, raw, base, default=PACKAGED_LOCUSTFILE)
-    images_dir = errors.option(raw, "images_dir", _string, "images")
-    project = errors.option(raw, "project", _project, "loadgrid")
-    service = errors.option(raw, "service", _string, _BAD) if "service" in raw else "model"
+    images_dir = errors.setting(raw, "images_dir")
+    project = errors.setting(raw, "project")
+    service = errors.setting(raw, "service", _BAD) if "service" in raw else settings.default("service")
     warnings: list[str] = []
     if target is None and files_ok and variants is not _BAD and service is not _BAD:
         for variant in sorted(variants, key=VARIANTS.index):  # cpu's files first: gpu's add to them
@@ -586,28 +438,27 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
                 if line not in errors.messages:
                     errors.add(line)
             warnings += [line for line in found.warnings if line not in warnings]
-    warmup_s = errors.take(parse_duration, raw["warmup"], "warmup", allow_zero=True, default=None) \
-        if "warmup" in raw else 0
+    warmup_s = errors.take(settings.check("warmup"), raw, "warmup", default=None) if "warmup" in raw \
+        else settings.default("warmup")
     if warmup_s:
         errors.take(_check_warmup, raw, warmup_s, load_keys)
 
     fields = dict(
-        num_models_list=errors.take(_positive_list, raw, "num_models_list", int, default=(1,)) if target is None
-        else (1,),
-        host=errors.take(_host, raw, "host", default="") if target is None and "host" in raw
+        # Missing in compose mode: said above ("missing key"); (1,) is the placeholder.
+        num_models_list=errors.setting(raw, "num_models_list", (1,)) if target is None else (1,),
+        host=errors.take(settings.check("host"), raw, "host", default="") if target is None and "host" in raw
         else (target[0] if target is not None else ""),
-        predict_path=errors.option(raw, "predict_path", _url_path, "/predict") if target is None else target[1],
-        output_dir=base / errors.option(raw, "output_dir", _string, "reports"),
-        replica_health_path=errors.option(raw, "replica_health_path", _url_path, "/health"),
-        replica_port=errors.option(raw, "replica_port", _positive_int, 8000),
-        startup_timeout_s=errors.option(raw, "startup_timeout",
-                                        lambda r, k: parse_duration(r[k], "startup_timeout"), 300),
-        latency_target_ms=errors.option(raw, "latency_target_ms", _positive_number, 500.0),
-        expected_rps=errors.option(raw, "expected_rps", _positive_number, None),
+        predict_path=errors.setting(raw, "predict_path") if target is None else target[1],
+        output_dir=base / errors.setting(raw, "output_dir"),
+        replica_health_path=errors.setting(raw, "replica_health_path"),
+        replica_port=errors.setting(raw, "replica_port"),
+        startup_timeout_s=errors.setting(raw, "startup_timeout"),
+        latency_target_ms=errors.setting(raw, "latency_target_ms"),
+        expected_rps=errors.setting(raw, "expected_rps"),
         cost_per_replica=errors.take(_cost_per_replica, raw, variants, default={})
         if "cost_per_replica" in raw and target is None else {},
-        repeats=errors.option(raw, "repeats", _positive_int, 1),
-        client_cpu_limit_pct=errors.option(raw, "client_cpu_limit_pct", _percent, 60.0),
+        repeats=errors.setting(raw, "repeats"),
+        client_cpu_limit_pct=errors.setting(raw, "client_cpu_limit_pct"),
         **errors.take(_gpu_settings, raw, default={}),
     )
     errors.raise_all(keys=list(raw))
@@ -668,13 +519,6 @@ def _locustfile(raw: dict, base: Path) -> Path:
     if beside.is_file() and beside.resolve() != _ROOT_SHIM:
         return beside
     return PACKAGED_LOCUSTFILE
-
-
-def _project(raw: dict, key: str) -> str:
-    project = _string(raw, key)
-    if not _PROJECT_NAME.match(project):
-        raise _bad(key, project, "lower-case letters, digits, '-' and '_' (a Compose project name)")
-    return project
 
 
 def _check_warmup(raw: dict, warmup_s: int, load_keys: dict) -> None:
@@ -787,9 +631,9 @@ def _target(raw: dict, environ) -> tuple[str, str, str] | None:
     has no num_models_list and $ENDPOINT is set.
     """
     if "target" not in raw:
-        if "num_models_list" in raw or not environ.get("ENDPOINT"):
+        if "num_models_list" in raw or not environ.get(ENDPOINT):
             return None
-        value: Any = environ["ENDPOINT"]
+        value: Any = environ[ENDPOINT]
         key = "ENDPOINT"
     else:
         value, key = raw["target"], "target"
@@ -798,8 +642,8 @@ def _target(raw: dict, environ) -> tuple[str, str, str] | None:
             if extra:
                 raise UserError(f"config: target: unknown key {extra[0]!r}; target takes url")
             value, key = value.get("url"), "target.url"
-        if value is None and environ.get("ENDPOINT"):
-            value, key = environ["ENDPOINT"], "ENDPOINT"
+        if value is None and environ.get(ENDPOINT):
+            value, key = environ[ENDPOINT], "ENDPOINT"
     expected = "an http(s) URL such as http://127.0.0.1:9000/predict"
     if not isinstance(value, str) or not value.strip():
         raise _bad(key, value, expected + (" (or set ENDPOINT)" if key != "ENDPOINT" else ""))
@@ -812,27 +656,6 @@ def _target(raw: dict, environ) -> tuple[str, str, str] | None:
     return f"{parsed.scheme}://{parsed.netloc}", path, url
 
 
-def _expect(raw: dict, key: str) -> str:
-    """prediction, status, or a JSON check kept as its canonical text: the form LOADGRID_EXPECT carries to
-    Locust, and a plain value for the frozen Config, the fingerprint and the plan."""
-    value = raw[key]
-    if isinstance(value, dict):
-        try:
-            return payload_mod.parse_expect(value, key).to_text()
-        except payload_mod.ExpectError as exc:
-            raise UserError.of([f"config: {m}" for m in exc.messages]) from None
-    if value not in payload_mod.EXPECT:
-        raise _bad(key, value, "prediction or status, or a check such as {status: 200, json: {success: true}}")
-    return value
-
-
-def _choice(raw: dict, key: str, choices: tuple[str, ...]) -> str:
-    value = raw[key]
-    if value not in choices:
-        raise _bad(key, value, " or ".join(choices))
-    return value
-
-
 def _payload(raw: dict, base: Path, environ, send_as: str) -> str:
     """The payload's source, checked: an http(s) URL (fetched before the runs), or a local file or folder."""
     if "payload" in raw and "images_dir" in raw:
@@ -841,8 +664,8 @@ def _payload(raw: dict, base: Path, environ, send_as: str) -> str:
         key, value, where = "payload", _string(raw, "payload"), base
     elif "images_dir" in raw:
         key, value, where = "images_dir", _string(raw, "images_dir"), base
-    elif environ.get("PAYLOAD"):
-        key, value, where = "PAYLOAD", environ["PAYLOAD"].strip(), Path.cwd()
+    elif environ.get(PAYLOAD_VAR):
+        key, value, where = "PAYLOAD", environ[PAYLOAD_VAR].strip(), Path.cwd()
     else:
         key, value, where = "images_dir", "images", base
         if not (base / value).is_dir():
@@ -885,10 +708,10 @@ def _load_settings(raw: dict, base: Path, environ, errors: Collector | None = No
     if "processes" in raw:
         processes = errors.take(_positive_int, raw, "processes", default=1)
     elif "locust_processes" in raw:
-        processes = errors.take(_processes, raw, "locust_processes", default=0)
+        processes = errors.setting(raw, "locust_processes")
     users: tuple[int, ...] = ()
     if "num_users_list" in raw:
-        users = errors.take(_positive_list, raw, "num_users_list", int, default=())
+        users = errors.setting(raw, "num_users_list")
     elif "threads" in raw:
         threads = raw["threads"] if isinstance(raw["threads"], list) else [raw["threads"]]
         per_process = errors.take(_positive_list, {"threads": threads}, "threads", int, default=())
@@ -896,8 +719,8 @@ def _load_settings(raw: dict, base: Path, environ, errors: Collector | None = No
         users = tuple(processes * t for t in per_process)
     spawn = errors.take(_positive_list, raw, "spawn_rate_list", float, default=(1.0,)) if "spawn_rate_list" in raw \
         else ((float(max(users)),) if users else ())
-    rates = errors.option(raw, "arrival_rate_list", lambda r, k: _positive_list(r, k, float), ())
-    per_user = errors.option(raw, "requests_per_user", _positive_int, 0)
+    rates = errors.setting(raw, "arrival_rate_list")
+    per_user = errors.setting(raw, "requests_per_user")
     if per_user and not users and not any(k in raw for k in ("num_users_list", "threads")):
         errors.add("config: requests_per_user: applies to closed-loop users (num_users_list or processes x "
                    "threads); open-loop runs last run_time")
@@ -909,14 +732,14 @@ def _load_settings(raw: dict, base: Path, environ, errors: Collector | None = No
     else:
         errors.add("config: missing key run_time; add it (e.g. run_time: 1m)"
                    + ("" if not per_user else "; open-loop runs and capacity search need it"))
-    send_as = errors.option(raw, "send_as", lambda r, k: _choice(r, k, payload_mod.SEND_AS), "raw")
+    send_as = errors.setting(raw, "send_as")
     out = {
         "num_users_list": users, "spawn_rate_list": spawn, "run_time_s": run_time_s, "locust_processes": processes,
         "payload": errors.take(_payload, raw, base, environ, send_as, default=""), "send_as": send_as,
-        "expect": errors.option(raw, "expect", _expect, ""),
+        "expect": errors.setting(raw, "expect"),
         "requests_per_user": per_user, "arrival_rate_list": rates,
-        "arrival": errors.option(raw, "arrival", lambda r, k: _choice(r, k, ARRIVALS), "constant"),
-        "max_in_flight": errors.option(raw, "max_in_flight", _positive_int, 0),
+        "arrival": errors.setting(raw, "arrival"),
+        "max_in_flight": errors.setting(raw, "max_in_flight"),
         "capacity_search": errors.take(_capacity_search, raw, run_time_s, default=None)
         if "capacity_search" in raw else None,
     }

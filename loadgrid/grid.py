@@ -486,7 +486,7 @@ def _measure(config: Config, spec: RunSpec, stack: ComposeStack | None, t: Timin
         with monitor or contextlib.nullcontext():
             result = load.run(spec, config.host, config.locustfile, files,
                               load.locust_env(config.payload_source, config.predict_path, files, options, spec),
-                              options, on_tick=lambda seconds: progress.tick(spec, seconds))
+                              options, on_tick=lambda seconds, live=None: progress.tick(spec, seconds, live))
     finally:
         progress.clear()
         t.load_s += time.monotonic() - t0

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import settings
 from .plan import RunSpec, format_number
 from .store import Generator, GeneratorLag, OpenLoop, Stop, WholeRun, Window, _Coerced
 from .validity import lag_limit_ms
@@ -43,6 +44,12 @@ class RunFiles:
     @property
     def csv_prefix(self) -> Path:
         return self.folder / self.stem
+
+    @property
+    def stats_history(self) -> Path:
+        """Locust's live figures (with --csv): a row a second, flushed to the file every few seconds
+        (Locust's CSV_STATS_FLUSH_INTERVAL_SEC, 5 in 2.47)."""
+        return self.folder / f"{self.stem}_stats_history.csv"
 
     @property
     def stats_json(self) -> Path:  # Locust appends .json to --json-file
@@ -108,17 +115,53 @@ class LoadResult(_Coerced):
 
 
 @dataclass(frozen=True)
+class LiveFigures:
+    """The run in progress as Locust measures it (its latest stats-history row, all requests together):
+    current requests per second, p95 so far (None before the first response), failures so far."""
+
+    rps: float
+    p95_ms: float | None
+    failures: int
+    requests: int
+
+
+def live_figures(path: Path) -> LiveFigures | None:
+    """The last complete row of a `_stats_history.csv`, read from the file's two ends (the header and the
+    last few KB, so a long run costs the same); None while the file holds no row yet."""
+    import csv
+
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline().decode("utf-8", "replace")
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(len(header), size - 4096))
+            tail = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    rows = [line for line in tail.splitlines(keepends=True) if line.endswith("\n") and line.strip()]
+    if not header.endswith("\n") or not rows:
+        return None
+    try:
+        row = dict(zip(next(csv.reader([header])), next(csv.reader([rows[-1]])), strict=True))
+        p95 = row.get("95%", "N/A")
+        return LiveFigures(rps=float(row["Requests/s"]), p95_ms=None if p95 in ("N/A", "") else float(p95),
+                           failures=int(row["Total Failure Count"]), requests=int(row["Total Request Count"]))
+    except (KeyError, ValueError, StopIteration):
+        return None  # a row cut short, or a Locust whose columns differ: no live figures, the run goes on
+
+
+@dataclass(frozen=True)
 class LoadOptions:
     """How Locust is run: processes (each one core at most), warm-up excluded from the window, and how the
     locustfile's users pace and stop (see loadgrid/locust_users.py)."""
 
     processes: int = 1
-    warmup_s: int = 0
-    send_as: str = "raw"
-    expect: str = ""  # "" = the locustfile's default for the payload's kind
-    requests_per_user: int = 0  # closed-loop runs only
-    arrival: str = "constant"  # open-loop runs only
-    max_in_flight: int = 0
+    warmup_s: int = settings.default("warmup")
+    send_as: str = settings.default("send_as")
+    expect: str = settings.default("expect")  # "" = the locustfile's default for the payload's kind
+    requests_per_user: int = settings.default("requests_per_user")  # closed-loop runs only
+    arrival: str = settings.default("arrival")  # open-loop runs only
+    max_in_flight: int = settings.default("max_in_flight")
     open_loop_timeout_s: float = 10.0
     late_ms: float = 20.0
 
@@ -151,15 +194,16 @@ def locust_env(images_dir: Path | str, predict_path: str, files: RunFiles | None
     payload = str(Path(images_dir).resolve())
     open_loop = spec is not None and spec.open_loop
     per_user = options.requests_per_user if spec is not None and not open_loop else 0
-    env = {**os.environ, "LOADGRID_PAYLOAD": payload, "LOADGRID_IMAGES_DIR": payload,
-           "LOADGRID_PREDICT_PATH": predict_path, "LOADGRID_WARMUP_S": str(options.warmup_s),
-           "LOADGRID_SEND_AS": options.send_as, "LOADGRID_EXPECT": options.expect,
-           "LOADGRID_REQUESTS_PER_USER": str(per_user),
+    # The config keys the locustfile reads, under the variable names of the settings table.
+    keys = settings.locust_vars({"payload": payload, "predict_path": predict_path, "warmup": options.warmup_s,
+                                 "send_as": options.send_as, "expect": options.expect,
+                                 "requests_per_user": per_user, "arrival": options.arrival,
+                                 "max_in_flight": options.max_in_flight})
+    env = {**os.environ, **keys, "LOADGRID_IMAGES_DIR": payload,
            # A run that stops after N requests per user is measured whole: no ramp-up to cut off.
            "LOADGRID_WINDOW_RESET": "0" if per_user else "1",
            "LOADGRID_ARRIVAL_RATE": format_number(spec.arrival_rate) if open_loop else "0",
-           "LOADGRID_ARRIVAL": options.arrival, "LOADGRID_USERS": str(spec.users if spec else 1),
-           "LOADGRID_MAX_IN_FLIGHT": str(options.max_in_flight), "LOADGRID_LATE_MS": format_number(options.late_ms),
+           "LOADGRID_USERS": str(spec.users if spec else 1), "LOADGRID_LATE_MS": format_number(options.late_ms),
            "LOADGRID_TIMEOUT_S": format_number(options.open_loop_timeout_s) if open_loop else "60"}
     if files is not None:
         env["LOADGRID_WINDOW_FILE"] = str(files.window_json)
@@ -229,7 +273,8 @@ class CpuMeter:
 
 def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[str, str],
         options: LoadOptions = LoadOptions(), on_tick=None) -> LoadResult:
-    """Run Locust for one point; `on_tick(seconds_elapsed)` is called about once a second (live progress)."""
+    """Run Locust for one point; `on_tick(seconds_elapsed, live)` is called about once a second (live
+    progress), `live` being Locust's latest `LiveFigures` or None before its first row."""
     files.folder.mkdir(parents=True, exist_ok=True)
     for stale in [*files.count_parts(), *files.latency_parts()]:
         stale.unlink()
@@ -251,7 +296,7 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                 except subprocess.TimeoutExpired:
                     meter.sample()
                     if on_tick:
-                        on_tick(time.monotonic() - began)
+                        on_tick(time.monotonic() - began, live_figures(files.stats_history))
                     if time.monotonic() > deadline:
                         raise
         except subprocess.TimeoutExpired:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from test_store_and_validity import record
 
-from loadgrid import cli, report, store
+from loadgrid import cli, report, settings, store
 from loadgrid.store import Validity
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_dry_run_prints_every_run_and_starts_nothing(project_root, capsys, monkeypatch):
@@ -36,6 +41,33 @@ def test_bad_config_exits_2_with_one_line(tmp_path, project_root):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "run_time" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+# --- the help -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ["orchestrate", "loadgrid"])
+def test_help_names_loadgrid_and_lists_the_commands(entry, tmp_path):
+    if entry == "orchestrate":
+        argv = [sys.executable, str(ROOT / "orchestrate.py"), "--help"]
+    else:
+        argv = [sys.executable, "-c", "import sys; from loadgrid.cli import main; sys.exit(main())", "--help"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env={"COLUMNS": "120", "PATH": "/usr/bin"})
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.startswith("usage: loadgrid ") and "orchestrate.py" not in out
+    assert "benchmarks a model-serving stack" in out
+    for command in cli.COMMANDS:
+        assert re.search(rf"^    {command} +\S", out, re.M), command
+    assert "examples:" in out and "loadgrid --config config.yaml --dry-run" in out
+
+
+def test_run_help_lists_every_flag_of_the_table(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: loadgrid run ")
+    for s in settings.FLAGS:
+        assert s.flag in out
 
 
 def test_report_rebuilds_from_stored_records(tmp_path, capsys):

@@ -81,3 +81,49 @@ def test_self_delay_estimate_from_cpu_share():
     assert load.self_delay({"processes": 2, "cores": 2, "cpu_pct_mean": 35.0}, 1000, 10.0, 100)[
         "self_delay_worst_ms"] == 350.0
     assert load.self_delay({"cpu_pct_mean": None}, 10, 1.0, 1) == {}
+
+
+HISTORY_HEADER = ("Timestamp,User Count,Type,Name,Requests/s,Failures/s,50%,66%,75%,80%,90%,95%,98%,99%,99.9%,"
+                  "99.99%,100%,Total Request Count,Total Failure Count,Total Median Response Time,"
+                  "Total Average Response Time,Total Min Response Time,Total Max Response Time,"
+                  "Total Average Content Size\r\n")
+
+
+def history_row(ts, rps, p95, requests, failures):
+    return f"{ts},10,,Aggregated,{rps},0.000000,40,50,60,70,80,{p95},100,110,120,130,140,{requests},{failures}," \
+           "40,45.5,3,200,512\r\n"
+
+
+def test_live_figures_are_the_last_complete_row(tmp_path):
+    path = tmp_path / "run_stats_history.csv"
+    assert load.live_figures(path) is None  # Locust has not written it yet
+    path.write_text(HISTORY_HEADER)
+    assert load.live_figures(path) is None  # the header only
+    path.write_text(HISTORY_HEADER + history_row(1, "0.000000", "N/A", 0, 0))
+    assert load.live_figures(path) == load.LiveFigures(rps=0.0, p95_ms=None, failures=0, requests=0)
+    rows = "".join(history_row(t, f"{t * 1.5:f}", 90 + t, 10 * t, t // 100) for t in range(2, 2000))
+    path.write_text(HISTORY_HEADER + rows + "2000,10,,Aggreg")  # a long run, its last row cut by a flush
+    assert load.live_figures(path) == load.LiveFigures(rps=1999 * 1.5, p95_ms=2089.0, failures=19, requests=19990)
+
+
+def test_run_passes_each_tick_the_live_figures(tmp_path, monkeypatch):
+    # A stand-in for Locust: writes its stats history, then waits (bounded) for loadgrid's tick to have seen it.
+    files = load.RunFiles(tmp_path / "cpu", "1_5_5")
+    seen = tmp_path / "ticked"
+    text = HISTORY_HEADER + history_row(1, "7.5", 42, 30, 2)
+    script = (f"import pathlib, time\n"
+              f"pathlib.Path({str(files.stats_history)!r}).write_text({text!r})\n"
+              f"end = time.monotonic() + 20\n"
+              f"while not pathlib.Path({str(seen)!r}).exists() and time.monotonic() < end:\n"
+              f"    time.sleep(0.05)\n")
+    monkeypatch.setattr(load, "locust_command", lambda *a, **k: [sys.executable, "-c", script])
+    ticks = []
+
+    def on_tick(seconds, live):
+        ticks.append((seconds, live))
+        if live is not None:
+            seen.touch()
+
+    load.run(RunSpec("cpu", 1, 5, 5.0, 5), "http://h", Path("l.py"), files, {"PATH": "/usr/bin"}, on_tick=on_tick)
+    assert ticks and all(seconds > 0 for seconds, _ in ticks)
+    assert ticks[-1][1] == load.LiveFigures(rps=7.5, p95_ms=42.0, failures=2, requests=30)

@@ -159,7 +159,7 @@ def test_section_shows_telemetry_window_generator_incidents_and_verdict(locust_r
     # incidents: exit code, OOM flag, last log lines (escaped)
     incident = re.search(r"<h3>Incidents</h3>(.*?)<h3>", section, flags=re.S).group(1)
     assert "<td>137</td><td>yes</td>" in incident and "INFO: POST /predict 200" in incident
-    assert "&lt;script&gt;alert(&#x27;log&#x27;)&lt;/script&gt; Killed" in incident and "<script>" not in section
+    assert "&lt;script&gt;alert(&#39;log&#39;)&lt;/script&gt; Killed" in incident and "<script>" not in section
     assert "Verdict: invalid" in section and "died during the run (exit code 137, OOM-killed)" in section
     # the mean/max summary of the record
     assert '<td class="l">loadgrid-cpu-model-1</td><td>8</td><td>95.9</td><td>97</td>' in section
