@@ -419,7 +419,7 @@ def totals(entries: list[dict]) -> LoadResult:
 
 
 def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, parts: list[dict] = (),
-            latency_parts: list[dict] = ()) -> tuple[dict, dict]:
+            latency_parts: list[dict] = ()) -> tuple[Window, WholeRun | None]:
     """The window's measured bounds, and whole-run totals = what came before the window + the window.
 
     req/s = requests / (window end - window start), both moments measured, not the span between the first
@@ -434,7 +434,7 @@ def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, par
     try:
         info = json.loads(files.window_json.read_text())
     except (OSError, json.JSONDecodeError):
-        return {"start_at": None, "spawn_complete_at": None, "warmup_s": None}, {}
+        return Window(), None  # present, with no start: no window was measured
     stopped = [p["stopped_at"] for p in latency_parts if p.get("stopped_at")]
     end = max(stopped) if stopped else info.get("window_end_at")
     first_user = [p["first_user_at"] for p in parts if p.get("first_user_at")]
@@ -454,16 +454,16 @@ def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, par
         window_totals.rps = round(window_totals.requests / duration, 2)
     else:
         end, bounds = None, "Locust's first to last answer (no measured bounds)"
-    window = {"start_at": start, "end_at": end, "spawn_complete_at": info.get("spawn_complete_at"),
-              "warmup_s": info.get("warmup_s"), "duration_s": window_totals.duration_s,
-              "locust_duration_s": locust_duration, "bounds": bounds}
+    window = Window(start_at=start, end_at=end, spawn_complete_at=info.get("spawn_complete_at"),
+                    warmup_s=info.get("warmup_s"), duration_s=window_totals.duration_s,
+                    locust_duration_s=locust_duration, bounds=bounds)
     whole = totals(list(info.get("before_window") or []) + entries)
     if run_start and end and end > run_start:
         whole.duration_s = round(end - run_start, 3)
         whole.rps = round(whole.requests / (end - run_start), 2)
-    whole_run = {"requests": whole.requests, "failures": whole.failures, "rps": whole.rps,
-                 "duration_s": whole.duration_s, "latency_ms": whole.latency_ms,
-                 "failures_before_window": dict(info.get("before_window_errors") or {})}
+    whole_run = WholeRun(requests=whole.requests, failures=whole.failures, rps=whole.rps,
+                         duration_s=whole.duration_s, latency_ms=whole.latency_ms,
+                         failures_before_window=dict(info.get("before_window_errors") or {}))
     return window, whole_run
 
 
@@ -585,7 +585,7 @@ def _count_parts(files: RunFiles) -> list[dict]:
 
 
 def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions,
-                     latency_parts: list[dict] = ()) -> dict:
+                     latency_parts: list[dict] = ()) -> OpenLoop:
     """Intended vs scheduled vs achieved arrival rate over the window, and what was late or dropped.
 
     scheduled_rate: slots per second of the schedule (slots / span from the window's start to the last slot).
@@ -596,7 +596,7 @@ def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions,
     """
     out = {"arrival": options.arrival, "intended_rate": spec.arrival_rate, "processes": len(parts)}
     if not parts:
-        return {**out, "error": "the locustfile wrote no open-loop counts (is it a LoadgridUser?)"}
+        return OpenLoop.of({**out, "error": "the locustfile wrote no open-loop counts (is it a LoadgridUser?)"})
     scheduled_rate = achieved_rate = 0.0
     spans = []
     measured = True
@@ -631,14 +631,14 @@ def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions,
     intended = intended_latency(list(latency_parts))
     if intended:
         out["latency_intended_ms"] = intended
-    return out
+    return OpenLoop.of(out)
 
 
-def stop_counts(parts: list[dict], spec: RunSpec, per_user: int) -> dict:
+def stop_counts(parts: list[dict], spec: RunSpec, per_user: int) -> Stop:
     finished = sum(p.get("users_finished", 0) for p in parts)
-    return {"requests_per_user": per_user, "users": spec.users, "users_finished": finished,
-            "requests_sent": sum(p.get("requests_sent", 0) for p in parts),
-            "by": "requests" if parts and finished >= spec.users else "time"}
+    return Stop(requests_per_user=per_user, users=spec.users, users_finished=finished,
+                requests_sent=sum(p.get("requests_sent", 0) for p in parts),
+                by="requests" if parts and finished >= spec.users else "time")
 
 
 def percentile(histogram: dict[int, int], q: float) -> float:
