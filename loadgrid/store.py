@@ -467,14 +467,16 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+_SUBRECORD_FIELDS: dict[type, dict[str, type]] = {}
+
+
 def _subrecord_fields(cls: type) -> dict[str, type]:
     """Fields of `cls` whose type is `X | None` with X a SubRecord."""
-    out = {}
-    for name, hint in _hints(cls).items():
-        for arm in typing.get_args(hint) or (hint,):
-            if isinstance(arm, type) and issubclass(arm, SubRecord):
-                out[name] = arm
-    return out
+    if cls not in _SUBRECORD_FIELDS:
+        _SUBRECORD_FIELDS[cls] = {name: arm for name, hint in _hints(cls).items()
+                                  for arm in typing.get_args(hint) or (hint,)
+                                  if isinstance(arm, type) and issubclass(arm, SubRecord)}
+    return _SUBRECORD_FIELDS[cls]
 
 
 def _build(cls: type, data: Any, source: str, where: str) -> Any:

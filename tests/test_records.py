@@ -379,3 +379,28 @@ def test_a_record_loadgrid_writes_that_would_not_read_back_is_written_and_said(t
     store.write(record, tmp_path / "cpu" / "x.json")
     assert (tmp_path / "cpu" / "x.json").is_file()
     assert "a loadgrid bug: the record written does not read back" in capsys.readouterr().err
+
+
+def test_every_record_a_real_target_run_writes_reads_back_with_no_warning(tmp_path):
+    from sink_server import SinkServer
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOADGRID_") and k not in ("ENDPOINT", "PAYLOAD")}
+    with SinkServer() as sink:
+        (tmp_path / "config.yaml").write_text(
+            f"target: {{url: 'http://user:s3cr3t@{sink.url.removeprefix('http://')}/predict?token=abc'}}\n"
+            f"payload: {ROOT / 'images'}\nnum_users_list: [1]\nrequests_per_user: 5\narrival_rate_list: [10]\n"
+            "run_time: 2s\nclient_cpu_limit_pct: 100\n", encoding="utf-8")
+        proc = subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), "--config", "config.yaml"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    paths = store.record_paths(tmp_path / "reports")
+    assert {p.name for p in paths} == {"1_1.json", "r10.json"}
+    for path in paths:
+        record = store.load(path)
+        assert record.schema == 2 and record.target.startswith("http://user:***@")
+        assert "s3cr3t" not in path.read_text(encoding="utf-8") and "token=abc" not in path.read_text(encoding="utf-8")
+        assert isinstance(record.load.window, Window) and isinstance(record.load.generator, Generator)
+    assert store.load(tmp_path / "reports" / "target" / "1_1.json").load.stop.by == "requests"
+    assert store.load(tmp_path / "reports" / "target" / "r10.json").load.open_loop.intended_rate == 10
+    assert (tmp_path / "reports" / "index.html").stat().st_mode & 0o044  # readable by others, as open() makes it
