@@ -110,9 +110,10 @@ def test_no_image_layer_holds_the_build_ca_bundle(stack, service):
 def test_gateway_nginx_runs_unprivileged_and_hides_its_version(stack):
     compose, gateway = stack
     container, _ = container_image(compose, "gateway")
-    top = subprocess.run(["docker", "top", container, "-o", "uid,args"], capture_output=True, text=True,
+    # docker top runs ps on the host: the uids are the host's view (no user namespace here: 0 would be root).
+    top = subprocess.run(["docker", "top", container, "-o", "pid,uid,args"], capture_output=True, text=True,
                          check=True).stdout.splitlines()[1:]
-    nginx = [line.split(None, 1) for line in top if "nginx:" in line]
+    nginx = [line.split(None, 2)[1:] for line in top if "nginx:" in line]
     assert any("master process" in args for _, args in nginx) and any("worker process" in args for _, args in nginx)
     assert all(uid != "0" and uid != "root" for uid, _ in nginx), top
     with urllib.request.urlopen(f"{gateway}/gateway-health", timeout=10) as response:
