@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import redact
+from . import redact, safefile
 from .plan import RunSpec, format_number
 from .validity import lag_limit_ms
 
@@ -83,6 +83,12 @@ class RunFiles:
 
     def latency_parts(self) -> list[Path]:
         return sorted(self.folder.glob(f"{self.stem}.latency.*.part"))
+
+    def written_by_name(self) -> list[Path]:
+        """The files Locust (and its log) open by these fixed names, following a symlink found there."""
+        kinds = ("stats", "stats_history", "failures", "exceptions")
+        csvs = [self.folder / f"{self.stem}_{kind}.csv" for kind in kinds]
+        return [self.html, self.stats_json, self.window_json, self.locust_log, *csvs]
 
 
 @dataclass
@@ -241,6 +247,11 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
     files.folder.mkdir(parents=True, exist_ok=True)
     for stale in [*files.count_parts(), *files.latency_parts()]:
         stale.unlink()
+    # A results folder may be shared (--resume into a colleague's folder): a symlink planted at one of this
+    # run's names would have Locust write through it, outside the folder. The run's own files replace it.
+    for planted in files.written_by_name():
+        if planted.is_symlink():
+            planted.unlink()
     cmd = locust_command(spec, host, locustfile, files, options)
     env = {**env, **host_env(host)}
     # Bounded: run time + stop timeout + (open loop) the wait for requests in flight + a margin for start-up
@@ -281,6 +292,7 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                     proc.wait()
             raise
     meter.wait_for_children()
+    mask_host(files.html, host)
     result = parse_result(exit_code, files, spec, options)
     usable = usable_cores(proc.pid)
     # One Locust process runs on one thread, so it can use one core at most; N processes can use N cores,
@@ -292,6 +304,18 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                         **result.generator}
     result.generator.update(self_delay(result.generator, result.requests, result.duration_s, spec.users))
     return result
+
+
+def mask_host(html: Path, host: str) -> None:
+    """Locust's HTML report names the host as Locust had it: with its credentials. Masked there (redact.url),
+    as it appears in the report's JSON, so the page can be shared."""
+    shown = redact.url(host)
+    if shown == host or not html.is_file():
+        return
+    text = html.read_text(encoding="utf-8", errors="surrogateescape")
+    for form in {host: shown, json.dumps(host)[1:-1]: json.dumps(shown)[1:-1]}.items():
+        text = text.replace(*form)
+    safefile.replace(html, text.encode("utf-8", "surrogateescape"))
 
 
 def usable_cores(pid: int | None = None) -> int:

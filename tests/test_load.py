@@ -109,14 +109,16 @@ def test_a_host_with_credentials_goes_in_the_environment_not_on_the_command_line
 
 def test_a_real_run_with_a_credentialed_host_shows_no_password_in_ps(tmp_path):
     """Every Locust process's command line, read while it runs (as `ps` would), lacks the password, and the
-    requests still reach the host (Locust took it from LOCUST_HOST). The window plugin's old fixed temporary
-    name, planted as a symlink, is not written through."""
+    requests still reach the host (Locust took it from LOCUST_HOST). Symlinks planted at the run's file names
+    (a shared results folder) are not written through."""
     spec = RunSpec("target", 1, 2, 2.0, 3)
     files = load.RunFiles(tmp_path / "runs", spec.name)
     files.folder.mkdir(parents=True)
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me\n")
-    Path(f"{files.window_json}.tmp").symlink_to(victim)
+    planted = [Path(f"{files.window_json}.tmp"), files.html, files.locust_log, files.folder / f"{spec.name}_stats.csv"]
+    for name in planted:  # the window plugin's old temporary name, and names Locust opens as they are
+        name.symlink_to(victim)
     opts = load.LoadOptions()
     env = {**load.locust_env(ROOT / "images", "/predict", files, opts, spec), "ENDPOINT": "", "PAYLOAD": "",
            "LOCUST_HOST": ""}
@@ -139,6 +141,10 @@ def test_a_real_run_with_a_credentialed_host_shows_no_password_in_ps(tmp_path):
     assert not any(SECRET in arg for cmd in seen for arg in cmd)
     assert SECRET not in files.locust_log.read_text(encoding="utf-8")
     assert victim.read_text() == "keep me\n" and Path(f"{files.window_json}.tmp").is_symlink()
+    page = files.html.read_text(encoding="utf-8")
+    assert not files.html.is_symlink() and "locust" in page.lower()
+    assert SECRET not in page and "alice:***@127.0.0.1" in page  # Locust's report names the host, masked
+    assert not [f.name for f in files.folder.iterdir() if SECRET in f.read_text(encoding="utf-8", errors="replace")]
     assert json.loads(files.window_json.read_text(encoding="utf-8"))["window_start_at"]
 
 
