@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__, grid, hold, report, settings, stack, starter, store
+from . import __version__, grid, hold, redact, report, settings, stack, starter, store
 from . import answer as answer_mod
 from . import compare as compare_mod
 from . import config as config_mod
@@ -147,8 +147,8 @@ def fetch_payload(config: config_mod.Config) -> config_mod.Config:
     try:
         payload_mod.load(path, config.send_as)
     except payload_mod.PayloadError as exc:
-        raise UserError(f"payload: {url}: {exc}") from None
-    print(f"payload: fetched {url} -> {path}")
+        raise UserError(f"payload: {redact.url(url)}: {exc}") from None
+    print(f"payload: fetched {redact.url(url)} -> {path}")  # a URL's password never reaches the console
     return dataclasses.replace(config, payload=str(path), payload_url=url)
 
 

@@ -163,7 +163,7 @@ class NvmlSampler:
             name = nvml.nvmlDeviceGetName(handle)
             out[str(index)] = {
                 "t": now,
-                "name": name.decode() if isinstance(name, bytes) else name,
+                "name": name.decode("utf-8", "replace") if isinstance(name, bytes) else name,
                 "util_pct": float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
                 "mem_used_mb": nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20,
                 "power_w": nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
@@ -278,7 +278,7 @@ class Monitor:
             self.telemetry.host_absent_reason = f"the Docker engine ({base_url}) is not this machine"
             return None
         try:
-            first = read_proc_stat(Path(self._proc_stat).read_text()) if self._proc_stat else None
+            first = read_proc_stat(Path(self._proc_stat).read_text(encoding="utf-8")) if self._proc_stat else None
         except OSError as exc:  # no /proc (macOS, Windows): recorded, not fatal
             first = None
             self.telemetry.host_absent_reason = f"host CPU not sampled: {exc}"
@@ -292,7 +292,7 @@ class Monitor:
         then = time.time()
         while not self._stop.wait(self.interval_s):
             try:
-                now, reading = time.time(), read_proc_stat(Path(self._proc_stat).read_text())
+                now, reading = time.time(), read_proc_stat(Path(self._proc_stat).read_text(encoding="utf-8"))
             except (OSError, ValueError):  # /proc went away or read oddly: the samples so far are kept
                 return
             pct = host_cpu_pct(last, reading)

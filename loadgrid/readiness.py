@@ -24,6 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from . import redact
 from .quiesce import Answer
 
 IN_A_ROW = 3
@@ -109,7 +110,7 @@ def unreachable(problem: str) -> bool:
 def reason(readiness: dict, host: str = "") -> str:
     if host and readiness.get("reached") is False:
         # Not one request got an HTTP answer: the stack may be up, but nothing serves on `host`.
-        return f"host {host} not reachable after the stack is up: {readiness.get('detail', '')}"
+        return f"host {redact.url(host)} not reachable after the stack is up: {readiness.get('detail', '')}"
     return f"stack not ready: {readiness.get('detail', '')}"
 
 
