@@ -7,6 +7,7 @@ how `down`, the tests and crash checks find them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -277,6 +278,16 @@ class ComposeStack:
     def logs(self, path: Path, tail: int = 500) -> None:
         _run(self.command("logs", "--no-color", "--timestamps", "--tail", str(tail)), timeout=60, env=self.env,
              check=False, log_path=path)
+
+    def monitor(self, gpu: bool = False):
+        """A `monitor.Monitor` for one run: this project's container events and stats (GPU samples with `gpu`)."""
+        from .monitor import Monitor  # monitor imports this module's labels
+
+        return Monitor(self.project, self.service, gpu=gpu)
+
+    def running(self) -> contextlib.AbstractContextManager[ComposeStack]:
+        """`with stack.running():` a clean slate on entry, `down` on exit whatever happened (see `running`)."""
+        return running(self)
 
     def down(self) -> None:
         """Remove every container, network and volume of the project; safe to call when nothing runs."""
