@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from . import compose_lint, gpu, store
 from .config import Config
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .monitor import Monitor
 
 
+@runtime_checkable
 class Stack(Protocol):
     """What the loop needs of one variant's stack. Replicas are the containers (or tasks) of the scaled service."""
 
