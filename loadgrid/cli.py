@@ -209,9 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"loadgrid: warning: {line}", file=sys.stderr, flush=True)
     if payload_mod.is_url(config.payload) and not args.dry_run:
         config = fetch_payload(config)
-    plan = plan_mod.build(config)
+    plan = plan_mod.build(config, cpus=plan_mod.machine_cpus())
     if args.resume or args.retry_failed:
-        fingerprints = {spec.id: plan_mod.fingerprint(config, spec) for spec in plan.runs}
+        fingerprints = plan_mod.fingerprints(config, plan.runs)
         done = store.finished_points(config.output_dir, fingerprints, retry_failed=args.retry_failed)
         plan = plan_mod.remaining(plan, done, keep_empty=config.capacity_search is not None)
         print(f"resuming: {len(done)} finished runs kept, {len(plan.runs)} to run"
