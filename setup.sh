@@ -5,7 +5,8 @@
 #     (on a laptop with Docker this touches nothing of the system's Docker);
 #  3. the base image the stack builds on: python:3.11-slim when it can be had, else one made offline
 #     with debootstrap (for machines that reach Debian's mirror but no container registry);
-#  4. a CA bundle to trust inside image builds (networks that intercept TLS), from LOADGRID_CA_BUNDLE
+#  4. a CA bundle to trust inside image builds (networks that intercept TLS; used while building, in no
+#     layer of the images), from LOADGRID_CA_BUNDLE
 #     or the system's own trust store.
 # Environment: LOADGRID_BASE_IMAGE to force a base image, LOADGRID_CA_BUNDLE for a CA file, PYTHON.
 set -euo pipefail

@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__, grid, hold, report, settings, stack, starter, store
+from . import __version__, grid, hold, redact, report, settings, stack, starter, store
 from . import answer as answer_mod
 from . import compare as compare_mod
 from . import config as config_mod
@@ -147,8 +147,8 @@ def fetch_payload(config: config_mod.Config) -> config_mod.Config:
     try:
         payload_mod.load(path, config.send_as)
     except payload_mod.PayloadError as exc:
-        raise UserError(f"payload: {url}: {exc}") from None
-    print(f"payload: fetched {url} -> {path}")
+        raise UserError(f"payload: {redact.url(url)}: {exc}") from None
+    print(f"payload: fetched {redact.url(url)} -> {path}")  # a URL's password never reaches the console
     return dataclasses.replace(config, payload=str(path), payload_url=url)
 
 
@@ -209,9 +209,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"loadgrid: warning: {line}", file=sys.stderr, flush=True)
     if payload_mod.is_url(config.payload) and not args.dry_run:
         config = fetch_payload(config)
-    plan = plan_mod.build(config)
+    plan = plan_mod.build(config, cpus=plan_mod.machine_cpus())
     if args.resume or args.retry_failed:
-        fingerprints = {spec.id: plan_mod.fingerprint(config, spec) for spec in plan.runs}
+        fingerprints = plan_mod.fingerprints(config, plan.runs)
         done = store.finished_points(config.output_dir, fingerprints, retry_failed=args.retry_failed)
         plan = plan_mod.remaining(plan, done, keep_empty=config.capacity_search is not None)
         print(f"resuming: {len(done)} finished runs kept, {len(plan.runs)} to run"

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from . import safefile
 
 log = logging.getLogger(__name__)
 
@@ -209,8 +210,8 @@ def compose_override(count: int | str | None, device_ids: list[str] | None, serv
 def docker_runtimes(timeout: float = 30) -> dict:
     """`docker info --format '{{json .Runtimes}}'`; {} when Docker does not answer."""
     try:
-        proc = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(["docker", "info", "--format", "{{json .Runtimes}}"], capture_output=True,
+                              encoding="utf-8", errors="replace", timeout=timeout, stdin=subprocess.DEVNULL)
         return json.loads(proc.stdout or "{}") if proc.returncode == 0 else {}
     except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
         return {}
@@ -230,7 +231,8 @@ def query_gpus(image: str | None = None, timeout: float = 60) -> list[GpuInfo]:
     else:
         return []
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(command, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout,
+                              stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise GpuQueryError(f"{command[0]}: {exc}") from exc
     if proc.returncode != 0:
@@ -273,8 +275,8 @@ def replica_memory_key(image_id: str, gpu_name: str, settings: dict | None = Non
 
 def read_memory_cache(path: Path) -> dict:
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         return {}
     return data if isinstance(data, dict) else {}
 
@@ -313,9 +315,6 @@ def measure_replica_memory(cache_path: Path, image_id: str, read_gpus: Callable[
     cache = read_memory_cache(cache_path)
     cache[key] = {"mb": round(used, 1), "gpu": asdict(gpu), "image": image_id, "settings": settings or {},
                   "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    cache_path = Path(cache_path)
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_path.with_name(cache_path.name + ".tmp")
-    tmp.write_text(json.dumps(cache, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, cache_path)
+    # A fresh temporary name, renamed over the cache: a symlink planted at `<cache>.tmp` is never followed.
+    safefile.replace(cache_path, json.dumps(cache, indent=2, sort_keys=True) + "\n")
     return ReplicaMemory(used, True, key)

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import settings
+from . import redact, safefile, settings
 from .plan import RunSpec, format_number
 from .store import Generator, GeneratorLag, OpenLoop, Stop, WholeRun, Window, _Coerced
 from .validity import lag_limit_ms
@@ -90,6 +90,12 @@ class RunFiles:
 
     def latency_parts(self) -> list[Path]:
         return sorted(self.folder.glob(f"{self.stem}.latency.*.part"))
+
+    def written_by_name(self) -> list[Path]:
+        """The files Locust (and its log) open by these fixed names, following a symlink found there."""
+        kinds = ("stats", "stats_history", "failures", "exceptions")
+        csvs = [self.folder / f"{self.stem}_{kind}.csv" for kind in kinds]
+        return [self.html, self.stats_json, self.window_json, self.locust_log, *csvs]
 
 
 @dataclass
@@ -168,7 +174,10 @@ class LoadOptions:
 
 def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles,
                    options: LoadOptions = LoadOptions()) -> list[str]:
+    """Locust's command line. A host with credentials (a password, a secret query value) is left off it:
+    any user's `ps` shows a command line; `host_env` hands it over in the environment instead."""
     extra = ["--processes", str(options.processes)] if options.processes > 1 else []
+    target = [] if redact.has_credentials(host) else ["--host", host]
     return [
         sys.executable, "-m", "locust",
         "-f", f"{locustfile.resolve()},{WINDOW_PLUGIN},{LATENCY_PLUGIN}",
@@ -177,7 +186,7 @@ def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles,
         "--users", str(spec.users),
         "--spawn-rate", format_number(spec.spawn_rate),
         "--run-time", f"{spec.run_time_s}s",
-        "--host", host,
+        *target,
         "--html", str(files.html),
         "--csv", str(files.csv_prefix),
         "--json-file", str(files.stats_json.with_suffix("")),
@@ -186,6 +195,12 @@ def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles,
         "--stop-timeout", "10",
         "--loglevel", "WARNING",
     ]
+
+
+def host_env(host: str) -> dict[str, str]:
+    """The host as Locust's LOCUST_HOST when it carries credentials (see `locust_command`): the environment
+    of a process is readable by its owner only (/proc/<pid>/environ), its command line by everyone."""
+    return {"LOCUST_HOST": host} if redact.has_credentials(host) else {}
 
 
 def locust_env(images_dir: Path | str, predict_path: str, files: RunFiles | None = None,
@@ -278,11 +293,17 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
     files.folder.mkdir(parents=True, exist_ok=True)
     for stale in [*files.count_parts(), *files.latency_parts()]:
         stale.unlink()
+    # A results folder may be shared (--resume into a colleague's folder): a symlink planted at one of this
+    # run's names would have Locust write through it, outside the folder. The run's own files replace it.
+    for planted in files.written_by_name():
+        if planted.is_symlink():
+            planted.unlink()
     cmd = locust_command(spec, host, locustfile, files, options)
+    env = {**env, **host_env(host)}
     # Bounded: run time + stop timeout + (open loop) the wait for requests in flight + a margin for start-up
     # and writing the report.
     limit = spec.run_time_s + 10 + (options.open_loop_timeout_s if spec.open_loop else 0) + 60
-    with open(files.locust_log, "w") as log:
+    with open(files.locust_log, "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=files.folder,
                                 stdin=subprocess.DEVNULL)
         meter = CpuMeter(proc.pid)
@@ -317,6 +338,7 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                     proc.wait()
             raise
     meter.wait_for_children()
+    mask_host(files.html, host)
     result = parse_result(exit_code, files, spec, options)
     usable = usable_cores(proc.pid)
     # One Locust process runs on one thread, so it can use one core at most; N processes can use N cores,
@@ -331,6 +353,18 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
         gen[key] = value
     result.generator = gen
     return result
+
+
+def mask_host(html: Path, host: str) -> None:
+    """Locust's HTML report names the host as Locust had it: with its credentials. Masked there (redact.url),
+    as it appears in the report's JSON, so the page can be shared."""
+    shown = redact.url(host)
+    if shown == host or not html.is_file():
+        return
+    text = html.read_text(encoding="utf-8", errors="surrogateescape")
+    for form in {host: shown, json.dumps(host)[1:-1]: json.dumps(shown)[1:-1]}.items():
+        text = text.replace(*form)
+    safefile.replace(html, text.encode("utf-8", "surrogateescape"))
 
 
 def usable_cores(pid: int | None = None) -> int:
@@ -364,8 +398,8 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
     parts = _count_parts(files)
     latency_parts = _read_parts(files.latency_parts())
     try:
-        entries = json.loads(files.stats_json.read_text())
-    except (OSError, json.JSONDecodeError):
+        entries = json.loads(files.stats_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         log_tail = _tail(files.locust_log)
         return LoadResult(locust_exit=exit_code, error=f"Locust wrote no final stats (exit {exit_code}): {log_tail}")
     result = totals(entries)
@@ -432,8 +466,8 @@ def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, par
     The rates the window overrides are set on `window_totals`; Locust's own span is kept as locust_duration_s.
     """
     try:
-        info = json.loads(files.window_json.read_text())
-    except (OSError, json.JSONDecodeError):
+        info = json.loads(files.window_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return Window(), None  # present, with no start: no window was measured
     stopped = [p["stopped_at"] for p in latency_parts if p.get("stopped_at")]
     end = max(stopped) if stopped else info.get("window_end_at")
@@ -472,8 +506,8 @@ def _read_parts(paths: list[Path]) -> list[dict]:
     parts = []
     for path in paths:
         try:
-            parts.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
+            parts.append(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError):
             continue
         path.unlink(missing_ok=True)
     return parts
@@ -658,7 +692,7 @@ def percentile(histogram: dict[int, int], q: float) -> float:
 def _failures(files: RunFiles) -> dict[str, int]:
     """Failures by message: the window plugin's final count, else Locust's CSV (rewritten once a second)."""
     try:
-        errors = json.loads(files.window_json.read_text()).get("errors")
+        errors = json.loads(files.window_json.read_text(encoding="utf-8")).get("errors")
         if isinstance(errors, dict):
             return {str(k): int(v) for k, v in errors.items()}
     except (OSError, json.JSONDecodeError, ValueError, AttributeError):
@@ -668,7 +702,7 @@ def _failures(files: RunFiles) -> dict[str, int]:
     try:
         import csv
 
-        with open(path, newline="") as fh:
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
             for row in csv.DictReader(fh):
                 out[row.get("Error", "?")] = out.get(row.get("Error", "?"), 0) + int(row.get("Occurrences", 0))
     except (OSError, ValueError):
@@ -678,14 +712,15 @@ def _failures(files: RunFiles) -> dict[str, int]:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
 
 
 def _tail(path: Path, lines: int = 3) -> str:
     try:
-        text = [line for line in path.read_text().splitlines() if line.strip()]
+        text = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
     except OSError:
         return "no log"
-    return " | ".join(text[-lines:]) or "empty log"
+    # Quoted in console lines and records: a URL with credentials in Locust's log is masked.
+    return redact.text(" | ".join(text[-lines:])) or "empty log"

@@ -13,6 +13,7 @@ It runs inside Locust's gevent world and imports nothing from loadgrid.
 
 import json
 import os
+import secrets
 import time
 
 import gevent
@@ -95,7 +96,21 @@ def _write(environment, **_kw):
         # The window's failures by message, final: Locust's _failures.csv is rewritten only once a second.
         "errors": _errors(environment.runner.stats),
     }
-    tmp = WINDOW_FILE + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(report, fh)
-    os.replace(tmp, WINDOW_FILE)
+    _write_json(WINDOW_FILE, report)
+
+
+def _write_json(path: str, report: dict) -> None:
+    """`report` as UTF-8 JSON at `path`, whole: a temporary file under a fresh name, opened O_EXCL|O_NOFOLLOW
+    (a symlink planted at a predictable name is refused, never followed), renamed over `path`; the mode is
+    the umask's, as open() gives. (loadgrid.safefile does the same; this plugin imports nothing from loadgrid.)"""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, flags, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(report, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise

@@ -11,13 +11,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .stack import PROJECT_LABEL, SERVICE_LABEL, cpu_limit_cores
+from .stack import PROJECT_LABEL, SERVICE_LABEL, Replica, cpu_limit_cores
+from .store import Incident
 
-# Container events that mean a replica was not whole during the run.
-BAD_ACTIONS = ("die", "oom", "kill", "restart", "health_status: unhealthy")
+# Container events that mean a replica was not whole during the run (an action starts with one of these),
+# worst first, with how an incident says it: the one list both the watcher and `incidents` read.
+SEVERITY = {"oom": "was OOM-killed", "die": "died", "kill": "was killed", "restart": "restarted",
+            "health_status: unhealthy": "turned unhealthy"}
 
 
 @dataclass
@@ -163,7 +167,7 @@ class NvmlSampler:
             name = nvml.nvmlDeviceGetName(handle)
             out[str(index)] = {
                 "t": now,
-                "name": name.decode() if isinstance(name, bytes) else name,
+                "name": name.decode("utf-8", "replace") if isinstance(name, bytes) else name,
                 "util_pct": float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu),
                 "mem_used_mb": nvml.nvmlDeviceGetMemoryInfo(handle).used / 2**20,
                 "power_w": nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
@@ -243,7 +247,7 @@ class Monitor:
                     return
                 attrs = (event.get("Actor") or {}).get("Attributes") or {}
                 action = event.get("Action") or event.get("status") or ""
-                if not any(action.startswith(a) for a in BAD_ACTIONS):
+                if _severity(action) is None:
                     continue
                 code = attrs.get("exitCode")
                 with self._lock:
@@ -278,7 +282,7 @@ class Monitor:
             self.telemetry.host_absent_reason = f"the Docker engine ({base_url}) is not this machine"
             return None
         try:
-            first = read_proc_stat(Path(self._proc_stat).read_text()) if self._proc_stat else None
+            first = read_proc_stat(Path(self._proc_stat).read_text(encoding="utf-8")) if self._proc_stat else None
         except OSError as exc:  # no /proc (macOS, Windows): recorded, not fatal
             first = None
             self.telemetry.host_absent_reason = f"host CPU not sampled: {exc}"
@@ -292,7 +296,7 @@ class Monitor:
         then = time.time()
         while not self._stop.wait(self.interval_s):
             try:
-                now, reading = time.time(), read_proc_stat(Path(self._proc_stat).read_text())
+                now, reading = time.time(), read_proc_stat(Path(self._proc_stat).read_text(encoding="utf-8"))
             except (OSError, ValueError):  # /proc went away or read oddly: the samples so far are kept
                 return
             pct = host_cpu_pct(last, reading)
@@ -313,3 +317,31 @@ class Monitor:
     def replica_events(self) -> list[ContainerEvent]:
         with self._lock:
             return [e for e in self.events if e.service == self.service]
+
+
+def _severity(action: str) -> int | None:
+    """The rank of an event's action in SEVERITY (0: the worst), None when it is not a bad one."""
+    return next((rank for rank, bad in enumerate(SEVERITY) if action.startswith(bad)), None)
+
+
+def incidents(events: list[ContainerEvent], after: list[Replica],
+              last_logs: Callable[[str], list[str]]) -> list[Incident]:
+    """One incident per replica that Docker reported dying, OOM-killed, restarting or unhealthy: its worst event
+    (SEVERITY), the first time, the exit code (from the events, else from its state after the run when it is not
+    running), whether it was OOM-killed, and its last log lines (`last_logs(container)`)."""
+    by_container: dict[str, list[ContainerEvent]] = {}
+    for event in events:
+        by_container.setdefault(event.container, []).append(event)
+    state = {r.container_id[:12]: r for r in after}
+    found = []
+    for container, seen in by_container.items():
+        worst = min(seen, key=lambda e: _severity(e.action))
+        phrase = SEVERITY[list(SEVERITY)[_severity(worst.action)]]
+        exit_code = next((e.exit_code for e in seen if e.exit_code is not None), None)
+        replica = state.get(container)
+        if exit_code is None and replica and replica.status != "running":
+            exit_code = replica.exit_code
+        oom = bool(replica and replica.oom_killed) or any(e.action == "oom" for e in seen)
+        found.append(Incident(container=container, name=worst.name, action=phrase, at=min(e.time for e in seen),
+                              exit_code=exit_code, oom_killed=oom, last_logs=last_logs(container)))
+    return found

@@ -15,7 +15,6 @@ re-encoded to JPEG once, at load) or as `multipart` (a form with the file in fie
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import urllib.request
@@ -23,6 +22,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from . import redact, safefile
 
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".bmp": "image/bmp",
                ".webp": "image/webp"}
@@ -110,8 +111,9 @@ def to_jpeg(data: bytes, name: str) -> bytes:
 def multipart(field_name: str, filename: str, content_type: str, data: bytes) -> tuple[bytes, str]:
     """A multipart/form-data body with one file, and its Content-Type header (built once, sent many times)."""
     boundary = "loadgrid" + uuid.uuid4().hex
+    # surrogateescape: a file name read under a non-UTF-8 locale (LC_ALL=C) goes out as the bytes on disk.
     head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field_name}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode()
+            f"Content-Type: {content_type}\r\n\r\n").encode("utf-8", "surrogateescape")
     return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -194,21 +196,23 @@ def is_url(text: str) -> bool:
 
 
 def fetch(url: str, folder: Path, timeout_s: float = 30, max_bytes: int = 64 << 20) -> Path:
-    """Download a payload once, before the run, into `folder`; the file keeps the URL's name."""
+    """Download a payload once, before the run, into `folder`; the file keeps the URL's name.
+
+    Messages name the URL with its credentials masked (redact.url). The download is written under a fresh
+    temporary name and renamed (safefile), so a symlink planted at a predictable name is never followed.
+    """
     name = Path(url.split("?", 1)[0].rstrip("/")).name or "payload"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / f"payload-{name}"
+    shown = redact.url(url)
+    target = Path(folder) / f"payload-{name}"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (http(s) only, checked above)
             data = resp.read(max_bytes + 1)
     except OSError as exc:  # URLError, HTTPError and timeouts are all OSErrors
-        raise PayloadError(f"{url}: could not fetch the payload ({getattr(exc, 'reason', exc)})") from None
+        reason = redact.text(str(getattr(exc, "reason", exc)))
+        raise PayloadError(f"{shown}: could not fetch the payload ({reason})") from None
     if len(data) > max_bytes:
-        raise PayloadError(f"{url}: the payload is larger than {max_bytes >> 20} MiB")
-    tmp = target.with_name(target.name + ".part")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return target
+        raise PayloadError(f"{shown}: the payload is larger than {max_bytes >> 20} MiB")
+    return safefile.replace(target, data)
 
 
 # --- what counts as a served request ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import redact
 from .config import TARGET_VARIANT, Config
 
 
@@ -84,21 +85,32 @@ class Plan:
         return sum(run.run_time_s for run in self.runs)
 
 
-def generator_processes(config: Config) -> int:
-    """Locust processes: as configured, or auto: one core of two for Locust, the rest for the stack."""
-    import os
-
-    return config.locust_processes or max(1, (os.cpu_count() or 1) // 2)
+def generator_processes(config: Config, cpus: int) -> int:
+    """Locust processes: as configured, or auto: one core of two (of the machine's `cpus`) for Locust, the rest
+    for the stack."""
+    return config.locust_processes or max(1, cpus // 2)
 
 
 def open_loop_spec(config: Config, variant: str, models: int, rate: float, run_time_s: int, repeat: int = 1,
-                   probe: bool = False) -> RunSpec:
+                   probe: bool = False, *, cpus: int) -> RunSpec:
     """An open-loop run: one user per Locust process shares the rate; all start at once."""
-    users = generator_processes(config)
+    users = generator_processes(config, cpus)
     return RunSpec(variant, models, users, float(users), run_time_s, repeat, arrival_rate=float(rate), probe=probe)
 
 
-def build(config: Config) -> Plan:
+def machine_cpus() -> int:
+    """This machine's CPU count: what a caller passes as `cpus` (the planner itself never asks the machine)."""
+    import os
+
+    return os.cpu_count() or 1
+
+
+def build(config: Config, cpus: int | None = None) -> Plan:
+    """The plan for `config` on a machine with `cpus` CPUs (they size open-loop runs' Locust processes).
+
+    `cpus` None is for callers that do not pass it yet (the CLI): the machine's count, read here once.
+    """
+    cpus = machine_cpus() if cpus is None else cpus
     groups = []
     for variant in config.variants:
         for models in config.num_models_list:
@@ -108,7 +120,7 @@ def build(config: Config) -> Plan:
                 for spawn in config.spawn_rate_list
                 for repeat in range(1, config.repeats + 1)
             ) + tuple(
-                open_loop_spec(config, variant, models, rate, config.run_time_s, repeat)
+                open_loop_spec(config, variant, models, rate, config.run_time_s, repeat, cpus=cpus)
                 for rate in config.arrival_rate_list
                 for repeat in range(1, config.repeats + 1)
             )
@@ -123,7 +135,7 @@ def describe(plan: Plan, config: Config) -> str:
     k = 0
     for variant in plan.variants:
         if variant == TARGET_VARIANT:
-            lines.append(f"target {config.target_url}: no compose stack, no replica axis")
+            lines.append(f"target {redact.url(config.target_url)}: no compose stack, no replica axis")
         else:
             files = " ".join(str(p) for p in config.compose_files_for(variant))
             lines.append(f"variant {variant}: build images once from {files}")
@@ -176,11 +188,35 @@ def estimated_total_s(plan: Plan) -> int:
                + PER_RUN_S * len(plan.runs))
 
 
-def fingerprint(config: Config, spec: RunSpec) -> str:
+def inputs_digest(config: Config, variant: str) -> str:
+    """The contents of what every run of `variant` reads: its compose files, the locustfile and the payload
+    (each file of a payload folder; a URL not fetched yet, as in --dry-run, stands for itself by its address).
+
+    Hashed once per variant, not per point: every point of the variant shares it (see `fingerprint`).
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = list(config.compose_files_for(variant)) + [config.locustfile]
+    source = Path(config.payload_source)
+    if source.is_dir():
+        files += sorted(p for p in source.iterdir() if p.is_file())
+    elif source.is_file():
+        files.append(source)
+    else:
+        digest.update(config.payload_source.encode())
+    for path in files:
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(config: Config, spec: RunSpec, inputs: str | None = None) -> str:
     """What makes a stored run the same point as a planned one, for --resume.
 
     Beyond the grid point itself: run time, host, endpoint, and the contents of the compose files,
-    locustfile and images. Changing any of them makes it a new point, run again rather than skipped.
+    locustfile and payload (`inputs`: `inputs_digest` of the spec's variant, computed here when not given).
+    Changing any of them makes it a new point, run again rather than skipped. Pure when `inputs` is given.
     """
     import hashlib
     import json
@@ -198,18 +234,14 @@ def fingerprint(config: Config, spec: RunSpec) -> str:
     changed = {k: v for k, v in extra.items() if defaults[k] != v}
     if changed:
         digest.update(json.dumps(changed, sort_keys=True).encode())
-    files = list(config.compose_files_for(spec.variant)) + [config.locustfile]
-    source = Path(config.payload_source)
-    if source.is_dir():
-        files += sorted(p for p in source.iterdir() if p.is_file())
-    elif source.is_file():
-        files.append(source)
-    else:  # a URL not fetched yet (--dry-run): its address stands for it
-        digest.update(config.payload_source.encode())
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(path.read_bytes())
+    digest.update((inputs if inputs is not None else inputs_digest(config, spec.variant)).encode())
     return digest.hexdigest()[:16]
+
+
+def fingerprints(config: Config, runs: tuple[RunSpec, ...] | list[RunSpec]) -> dict[str, str]:
+    """Every run's fingerprint by id, reading and hashing each input file once per variant."""
+    inputs = {variant: inputs_digest(config, variant) for variant in dict.fromkeys(r.variant for r in runs)}
+    return {spec.id: fingerprint(config, spec, inputs[spec.variant]) for spec in runs}
 
 
 def remaining(plan: Plan, done: set[str], keep_empty: bool = False) -> Plan:

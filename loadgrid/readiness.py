@@ -24,6 +24,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from . import redact
 from .quiesce import Answer
 from .store import Readiness
 
@@ -111,7 +112,7 @@ def reason(readiness: Readiness | dict | None, host: str = "") -> str:
     readiness = Readiness.of(readiness) or Readiness()
     if host and readiness.reached is False:
         # Not one request got an HTTP answer: the stack may be up, but nothing serves on `host`.
-        return f"host {host} not reachable after the stack is up: {readiness.detail or ''}"
+        return f"host {redact.url(host)} not reachable after the stack is up: {readiness.detail or ''}"
     return f"stack not ready: {readiness.detail or ''}"
 
 

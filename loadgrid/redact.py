@@ -34,7 +34,9 @@ def url(value: str | None) -> str | None:
                 query = urlencode([(k, MASK if _secret(k) else v) for k, v in pairs], safe="*")
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
-        return MASK  # a URL too malformed to split: say nothing of it rather than leak it
+        # too malformed to split (a bad IPv6 literal, say): mask what could be credentials, keep the rest, so
+        # the error that quotes it still shows the mistake
+        return re.sub(r"://[^/?#]*@", f"://{MASK}@", value)
 
 
 def text(value: str) -> str:

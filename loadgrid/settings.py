@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import payload as payload_mod
+from . import redact
 from .errors import UserError
 
 VARIANTS = ("cpu", "gpu")
@@ -28,7 +29,7 @@ REQUIRED = object()  # the default of a key the config must give (in compose mod
 # --- checks: (raw, key) -> value, or a UserError naming the key --------------------------------------------
 
 def bad(key: str, value: Any, expected: str) -> UserError:
-    return UserError(f"config: {key}: got {value!r}; expected {expected}", key=key)
+    return UserError(f"config: {key}: got {redact.text(repr(value))}; expected {expected}", key=key)
 
 
 _DURATION_PART = re.compile(r"(\d+)\s*(h|m|s)")

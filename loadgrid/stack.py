@@ -7,6 +7,7 @@ how `down`, the tests and crash checks find them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import compose_lint
+from . import compose_lint, redact
 from .errors import UserError
 
 PROJECT_LABEL = "com.docker.compose.project"
@@ -278,6 +279,16 @@ class ComposeStack:
         _run(self.command("logs", "--no-color", "--timestamps", "--tail", str(tail)), timeout=60, env=self.env,
              check=False, log_path=path)
 
+    def monitor(self, gpu: bool = False):
+        """A `monitor.Monitor` for one run: this project's container events and stats (GPU samples with `gpu`)."""
+        from .monitor import Monitor  # monitor imports this module's labels
+
+        return Monitor(self.project, self.service, gpu=gpu)
+
+    def running(self) -> contextlib.AbstractContextManager[ComposeStack]:
+        """`with stack.running():` a clean slate on entry, `down` on exit whatever happened (see `running`)."""
+        return running(self)
+
     def down(self) -> None:
         """Remove every container, network and volume of the project; safe to call when nothing runs."""
         _run(self.command("down", "--volumes", "--remove-orphans", "--timeout", "10"), timeout=180, env=self.env,
@@ -390,5 +401,5 @@ def wait_reachable(url: str, timeout_s: float = 30) -> None:
         except (urllib.error.URLError, OSError) as exc:
             last = str(getattr(exc, "reason", exc))
         time.sleep(0.2)  # pacing between polls of a bounded loop, not synchronisation
-    raise StackError(f"host {url} not reachable {timeout_s:.0f}s after the stack was up ({last}); "
+    raise StackError(f"host {redact.url(url)} not reachable {timeout_s:.0f}s after the stack was up ({last}); "
                      "check host and the gateway's published port in the config")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from . import compose_lint
+from . import compose_lint, safefile
 from . import config as config_mod
 from .errors import UserError
 
@@ -206,8 +206,5 @@ def init(compose_files: list[str], output: Path, force: bool, cwd: Path | None =
     files = tuple((cwd / f).resolve() for f in compose_files) if compose_files else default_compose_files(cwd)
     found = guess(files)
     text = render(found, files, output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".part")
-    tmp.write_text(text)
-    os.replace(tmp, output)
+    safefile.replace(output, text)  # a fresh temporary name: a symlink at `<output>.part` is never followed
     return output, found

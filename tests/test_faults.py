@@ -140,13 +140,13 @@ def test_gpu_required_without_a_gpu_fails_before_anything_starts(tmp_path):
 
 @pytest.mark.docker
 def test_gpu_device_ids_replace_the_count_in_the_merged_compose_config(tmp_path):
+    from loadgrid import backend
     from loadgrid import config as config_mod
-    from loadgrid import grid
 
     path = write_config(tmp_path / "config.yaml", tmp_path / "out", free_port(), "lgtest-gpuids",
                         variants="[gpu]", gpu_device_ids="[1, 3]",
                         gpu_compose_files=f"[{ROOT / 'docker-compose.gpu.yml'}]")
-    stack = grid.make_stack(config_mod.load(path), "gpu")
+    stack = backend.make_stack(config_mod.load(path), "gpu")
     merged = subprocess.run(stack.command("config", "--format", "json"), capture_output=True, text=True,
                             env=stack.env, check=True)
     [device] = json.loads(merged.stdout)["services"]["model"]["deploy"]["resources"]["reservations"]["devices"]

@@ -247,6 +247,37 @@ def test_replica_memory_is_measured_once_and_kept(tmp_path):
     assert gpu.replica_memory_key("sha256:abc", "Tesla T4", {"MAX_BATCH_SIZE": 8}) != first.key
 
 
+def test_the_memory_cache_never_follows_a_symlink_planted_at_its_temporary_name(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    cache = tmp_path / "replica-memory.json"
+    (tmp_path / "replica-memory.json.tmp").symlink_to(victim)  # the fixed name the cache used to go through
+    readings = iter([[GpuInfo(0, "NVIDIA L4", 23034, 300)], [GpuInfo(0, "NVIDIA L4", 23034, 1450.5)]])
+    measured = gpu.measure_replica_memory(cache, "sha256:abc", lambda: next(readings), lambda: None)
+    assert victim.read_text() == "keep me\n" and (tmp_path / "replica-memory.json.tmp").is_symlink()
+    assert json.loads(cache.read_text(encoding="utf-8"))[measured.key]["mb"] == 1150.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["replica-memory.json", "replica-memory.json.tmp",
+                                                          "victim.txt"]
+
+
+def test_a_symlinked_cache_is_replaced_not_written_through(tmp_path):
+    victim = tmp_path / "victim.json"
+    victim.write_text("{}\n")
+    cache = tmp_path / "replica-memory.json"
+    cache.symlink_to(victim)
+    readings = iter([[GpuInfo(0, "NVIDIA L4", 23034, 300)], [GpuInfo(0, "NVIDIA L4", 23034, 1450.5)]])
+    gpu.measure_replica_memory(cache, "sha256:abc", lambda: next(readings), lambda: None)
+    assert victim.read_text() == "{}\n" and not cache.is_symlink()
+
+
+def test_an_unreadable_cache_is_no_cache(tmp_path):
+    cache = tmp_path / "replica-memory.json"
+    cache.write_bytes(b'{"k": {"mb": 1}, "\xff\xfe": 2}')  # not UTF-8: read as none, not a traceback
+    assert gpu.read_memory_cache(cache) == {}
+    cache.write_text('{"GPU \u00e9": {"mb": 12.5}}', encoding="utf-8")
+    assert gpu.cached_replica_memory(cache, "GPU \u00e9") == 12.5
+
+
 def test_a_replica_that_takes_no_gpu_memory_is_an_error(tmp_path):
     same = [GpuInfo(0, "NVIDIA L4", 23034, 300)]
     with pytest.raises(GpuQueryError, match="took no memory"):

@@ -1,12 +1,19 @@
-"""Locust argument building and totals from Locust's final JSON: pure, no Docker."""
+"""Locust argument building and totals from Locust's final JSON: pure, no Docker. Also the plugins' part files
+and one short real Locust run on 127.0.0.1 for what only a real process shows (its command line)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
+from conftest import ROOT
+from sink_server import SinkServer
 
 from loadgrid import load
 from loadgrid.plan import RunSpec
@@ -127,3 +134,106 @@ def test_run_passes_each_tick_the_live_figures(tmp_path, monkeypatch):
     load.run(RunSpec("cpu", 1, 5, 5.0, 5), "http://h", Path("l.py"), files, {"PATH": "/usr/bin"}, on_tick=on_tick)
     assert ticks and all(seconds > 0 for seconds, _ in ticks)
     assert ticks[-1][1] == load.LiveFigures(rps=7.5, p95_ms=42.0, failures=2, requests=30)
+
+
+# --- credentials stay off Locust's command line ---------------------------------------------------------------
+
+SECRET = "hunter2-pw"
+
+
+def test_a_host_with_credentials_goes_in_the_environment_not_on_the_command_line():
+    files = load.RunFiles.for_run(SPEC, Path("/out"))
+    host = f"http://alice:{SECRET}@localhost:8080"
+    cmd = load.locust_command(SPEC, host, Path("/p/locustfile.py"), files)
+    assert "--host" not in cmd and not any(SECRET in arg for arg in cmd)
+    assert load.host_env(host) == {"LOCUST_HOST": host}
+    assert load.host_env("http://localhost:8080") == {}  # a plain host stays on the command line (above)
+    secret_query = "http://localhost:8080?token=abc"
+    assert "--host" not in load.locust_command(SPEC, secret_query, Path("/p/l.py"), files)
+    assert load.host_env(secret_query) == {"LOCUST_HOST": secret_query}
+
+
+def test_a_real_run_with_a_credentialed_host_shows_no_password_in_ps(tmp_path):
+    """Every Locust process's command line, read while it runs (as `ps` would), lacks the password, and the
+    requests still reach the host (Locust took it from LOCUST_HOST). Symlinks planted at the run's file names
+    (a shared results folder) are not written through."""
+    spec = RunSpec("target", 1, 2, 2.0, 3)
+    files = load.RunFiles(tmp_path / "runs", spec.name)
+    files.folder.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    planted = [Path(f"{files.window_json}.tmp"), files.html, files.locust_log, files.folder / f"{spec.name}_stats.csv"]
+    for name in planted:  # the window plugin's old temporary name, and names Locust opens as they are
+        name.symlink_to(victim)
+    opts = load.LoadOptions()
+    env = {**load.locust_env(ROOT / "images", "/predict", files, opts, spec), "ENDPOINT": "", "PAYLOAD": "",
+           "LOCUST_HOST": ""}
+    seen: list[list[str]] = []
+
+    def look(*_tick):
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                seen.append(proc.cmdline())
+            except psutil.Error:
+                continue
+
+    with SinkServer() as sink:
+        host = sink.url.replace("http://", f"http://alice:{SECRET}@")
+        result = load.run(spec, host, ROOT / "locustfile.py", files, env, opts, on_tick=look)
+        served = len(sink.seen)
+    assert result.error is None and result.requests > 0 and served > 0
+    locusts = [cmd for cmd in seen if "locust" in cmd]
+    assert locusts, seen  # the command lines were read while Locust ran
+    assert not any(SECRET in arg for cmd in seen for arg in cmd)
+    assert SECRET not in files.locust_log.read_text(encoding="utf-8")
+    assert victim.read_text() == "keep me\n" and Path(f"{files.window_json}.tmp").is_symlink()
+    page = files.html.read_text(encoding="utf-8")
+    assert not files.html.is_symlink() and "locust" in page.lower()
+    assert SECRET not in page and "alice:***@127.0.0.1" in page  # Locust's report names the host, masked
+    assert not [f.name for f in files.folder.iterdir() if SECRET in f.read_text(encoding="utf-8", errors="replace")]
+    assert json.loads(files.window_json.read_text(encoding="utf-8"))["window_start_at"]
+
+
+# --- the plugins' part files: fresh temporary names, UTF-8, whatever the locale -------------------------------
+
+PLUGIN_WRITES = textwrap.dedent("""
+    import json, os, sys
+    from types import SimpleNamespace
+    folder = sys.argv[1]
+    victim = os.path.join(folder, "victim.txt")
+    pid = os.getpid()
+    names = {"LOADGRID_LATENCY_FILE": os.path.join(folder, "run.latency"),
+             "LOADGRID_COUNTS_FILE": os.path.join(folder, "run.counts"),
+             "LOADGRID_WINDOW_FILE": os.path.join(folder, "run.window.json")}
+    os.environ.update(names)
+    # The fixed temporary names the plugins used to write through, planted as symlinks to the victim.
+    for planted in (f"{names['LOADGRID_LATENCY_FILE']}.{pid}.part.tmp",
+                    f"{names['LOADGRID_COUNTS_FILE']}.{pid}.part.tmp", names["LOADGRID_WINDOW_FILE"] + ".tmp"):
+        os.symlink(victim, planted)
+    import locust_latency, locust_users, locust_window
+    stub = SimpleNamespace(runner=SimpleNamespace(stats=SimpleNamespace(errors={})))
+    locust_latency._write(stub)
+    locust_users.counts["users_started"] = 1
+    locust_users._write_counts(stub)
+    locust_window._write(stub)
+    print(json.dumps(sorted(os.listdir(folder))))
+""")
+
+
+def test_plugin_parts_never_follow_a_planted_symlink_under_the_c_locale(tmp_path):
+    folder = tmp_path / "résultats"
+    folder.mkdir()
+    victim = folder / "victim.txt"
+    victim.write_text("keep me\n")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONPATH": str(ROOT / "loadgrid")}
+    done = subprocess.run([sys.executable, "-c", PLUGIN_WRITES, str(folder)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert victim.read_text() == "keep me\n"
+    names = json.loads(done.stdout.splitlines()[-1])
+    parts = [n for n in names if n.endswith(".part")]
+    assert len(parts) == 2 and not [n for n in names if n.endswith(".tmp") and not (folder / n).is_symlink()]
+    files = load.RunFiles(folder, "run")
+    latency, counts = load._read_parts(files.latency_parts()), load._read_parts(files.count_parts())
+    assert latency[0]["step"] == 1.001 and counts[0]["users_started"] == 1
+    assert json.loads(files.window_json.read_text(encoding="utf-8"))["reset"] is True

@@ -101,8 +101,9 @@ def test_open_loop_and_capacity_search_plan(base):
     assert c.capacity_search == config.CapacitySearch(start=5, max=80, steps=4, run_time_s=7, factor=2.0)
     text = plan.describe(plan.build(c), c)
     assert "open loop 20 req/s (poisson" in text and "capacity search: up to 4" in text
-    probe = plan.open_loop_spec(c, "cpu", 2, 40, 7, probe=True)
-    assert probe.id == "cpu/2_cap_r40" and plan.open_loop_spec(c, "target", 1, 40, 7, probe=True).name == "cap_r40"
+    probe = plan.open_loop_spec(c, "cpu", 2, 40, 7, probe=True, cpus=4)
+    assert probe.id == "cpu/2_cap_r40"
+    assert plan.open_loop_spec(c, "target", 1, 40, 7, probe=True, cpus=4).name == "cap_r40"
     assert RunSpec("cpu", 3, 2, 2.0, 10, arrival_rate=25).name == "3_r25"
 
 

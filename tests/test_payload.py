@@ -1,12 +1,16 @@
-"""Payload kinds and request bodies, built once: pure, no server, no Locust."""
+"""Payload kinds and request bodies, built once: pure, no Locust (a local server only for fetching by URL)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from sink_server import SinkServer
 
 from loadgrid import payload
 
@@ -99,3 +103,69 @@ def test_what_counts_as_served():
 
     assert "not JSON" in payload.response_problem(200, not_json, "prediction")
     assert payload.default_expect("json") == "status" and payload.default_expect("images") == "prediction"
+
+
+# --- fetched payloads: no fixed temporary name, no credentials in messages ---------------------------------
+
+def test_a_fetched_payload_never_follows_a_symlink_planted_at_its_temporary_name(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    folder = tmp_path / "out"
+    folder.mkdir()
+    # The names a download used to be written through: <target>.part (and a .tmp, for good measure).
+    for planted in ("payload-cat.jpg.part", "payload-cat.jpg.tmp"):
+        (folder / planted).symlink_to(victim)
+    data = JPEG.read_bytes()
+    with SinkServer(files={"cat.jpg": data}) as server:
+        path = payload.fetch(f"{server.url}/files/cat.jpg", folder)
+    assert path == folder / "payload-cat.jpg" and path.read_bytes() == data and not path.is_symlink()
+    assert victim.read_text() == "keep me\n"
+    assert (folder / "payload-cat.jpg.part").is_symlink()  # left as it was, not written through
+    assert sorted(p.name for p in folder.iterdir()) == ["payload-cat.jpg", "payload-cat.jpg.part",
+                                                        "payload-cat.jpg.tmp"]  # no temporary file left
+
+
+def test_a_symlink_at_the_target_name_is_replaced_not_written_through(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / "payload-cat.jpg").symlink_to(victim)
+    with SinkServer(files={"cat.jpg": b"\xff\xd8\xffnew"}) as server:
+        path = payload.fetch(f"{server.url}/files/cat.jpg", tmp_path)
+    assert not path.is_symlink() and path.read_bytes() == b"\xff\xd8\xffnew"
+    assert victim.read_text() == "keep me\n"
+
+
+def test_a_fetched_payload_gets_the_umask_mode_not_0600(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with SinkServer(files={"cat.jpg": b"\xff\xd8\xffx"}) as server:
+            path = payload.fetch(f"{server.url}/files/cat.jpg", tmp_path)
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_fetch_errors_mask_the_urls_credentials(tmp_path):
+    with SinkServer() as server:
+        port = server.url.rsplit(":", 1)[1]
+    # The server is gone: the connection is refused, and the message names the URL.
+    with pytest.raises(payload.PayloadError) as caught:
+        payload.fetch(f"http://alice:hunter2-secret@127.0.0.1:{port}/cat.jpg?token=tok-42", tmp_path, timeout_s=5)
+    message = str(caught.value)
+    assert "hunter2-secret" not in message and "tok-42" not in message
+    assert message.startswith(f"http://alice:***@127.0.0.1:{port}/cat.jpg?token=***: could not fetch the payload")
+
+
+def test_a_non_ascii_file_name_is_sent_under_the_c_locale(tmp_path):
+    """LC_ALL=C with UTF-8 mode off: file names come back from the OS as surrogate escapes, and the multipart
+    header must carry the name's bytes as they are on disk (it used to raise UnicodeEncodeError)."""
+    folder = tmp_path / "répertoire"
+    folder.mkdir()
+    (folder / "chat-é.jpg").write_bytes(JPEG.read_bytes())
+    code = ("import sys; from loadgrid import payload; p = payload.load(sys.argv[1], 'multipart'); "
+            "sys.stdout.buffer.write(p.bodies[0].data[:300])")
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONIOENCODING": ""}
+    done = subprocess.run([sys.executable, "-c", code, os.fsencode(folder)], capture_output=True, cwd=ROOT, env=env,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert 'filename="chat-é.jpg"'.encode() in done.stdout

@@ -7,8 +7,9 @@ import itertools
 
 import pytest
 
-from loadgrid import grid, readiness
+from loadgrid import readiness, sizes
 from loadgrid.quiesce import Answer
+from loadgrid.session import GridOutcome
 from loadgrid.stack import ComposeStack, Replica, StackError
 
 
@@ -177,35 +178,46 @@ def config(tmp_path):
 
 
 def test_bring_up_without_health_check_says_so_once_and_records_why_not_ready(tmp_path, monkeypatch):
-    monkeypatch.setattr(grid, "_sender", lambda config, answer=False: sender([FAIL]))
+    monkeypatch.setattr(sizes, "unloaded_sender", lambda config, answer=False: sender([FAIL]))
     monkeypatch.setattr(readiness, "POLL_S", 0.01)
-    grid._told_no_healthcheck.discard("lgunit-cpu")
     said: list[str] = []
-    outcome = grid.GridOutcome()
+    outcome = GridOutcome()
     stack = ScaledStack([replica(health=None, test=())])
-    error = grid.bring_up(config(tmp_path), stack, 1, outcome, said.append)
+    known = sizes.StackSizes()  # one grid's sizes: a project's missing health check is said once per grid
+    error = known.bring_up(config(tmp_path), stack, 1, outcome, said.append)
     # nothing listens on the host (port 9): said as such, with the readiness detail
     assert error.startswith("host http://127.0.0.1:9 not reachable after the stack is up: no 3 requests in a row "
                             "served") and "startup_timeout" in error
-    grid.bring_up(config(tmp_path), stack, 1, outcome, said.append)
+    known.bring_up(config(tmp_path), stack, 1, outcome, said.append)
     assert len(said) == 1 and "model has no health check" in said[0] and "startup_timeout, 1 s" in said[0]
-    assert grid._readiness[("lgunit-cpu", 1)]["method"] == "requests"
+    assert known.of("lgunit-cpu", 1).readiness["method"] == "requests"
     assert [s["ready"] for s in outcome.scale_steps] == [False, False] and outcome.timings.scale_s > 0
 
 
 def test_bring_up_with_a_health_check_still_warms_up(tmp_path, monkeypatch):
-    monkeypatch.setattr(grid, "_sender", lambda config, answer=False: sender([ok(300), ok(30)]))
+    monkeypatch.setattr(sizes, "unloaded_sender", lambda config, answer=False: sender([ok(300), ok(30)]))
     said: list[str] = []
-    outcome = grid.GridOutcome()
-    assert grid.bring_up(config(tmp_path), ScaledStack([replica(health="healthy")]), 1, outcome, said.append) is None
-    ready = grid._readiness[("lgunit-cpu", 1)]
+    outcome = GridOutcome()
+    known = sizes.StackSizes()
+    assert known.bring_up(config(tmp_path), ScaledStack([replica(health="healthy")]), 1, outcome, said.append) is None
+    ready = known.of("lgunit-cpu", 1).readiness
     assert ready["method"] == "healthcheck" and ready["ready"] and ready["requests"] == 4 and said == []
-    assert grid._baselines[("lgunit-cpu", 1)] == 30  # the warm-up's median is quiesce's unloaded baseline
+    assert known.of("lgunit-cpu", 1).baseline_ms == 30  # the warm-up's median is quiesce's unloaded baseline
 
 
 def test_bring_up_records_a_failed_scale_step(tmp_path):
-    outcome = grid.GridOutcome()
-    error = grid.bring_up(config(tmp_path), ScaledStack(error="replica m1 exited"), 1, outcome, print)
+    outcome = GridOutcome()
+    known = sizes.StackSizes()
+    known.of("lgunit-cpu", 1).baseline_ms = 25.0  # from an earlier bring-up: a failed one forgets it
+    error = known.bring_up(config(tmp_path), ScaledStack(error="replica m1 exited"), 1, outcome, print)
     assert error == "stack not ready: replica m1 exited"
-    assert grid._readiness[("lgunit-cpu", 1)] == {"method": "healthcheck", "ready": False, "requests": 0,
-                                                  "waited_s": pytest.approx(0, abs=1), "detail": "replica m1 exited"}
+    assert known.of("lgunit-cpu", 1).readiness == {"method": "healthcheck", "ready": False, "requests": 0,
+                                                   "waited_s": pytest.approx(0, abs=1), "detail": "replica m1 exited"}
+    assert known.of("lgunit-cpu", 1).baseline_ms is None
+
+
+def test_stack_sizes_are_kept_apart_and_belong_to_one_grid():
+    first, second = sizes.StackSizes(), sizes.StackSizes()
+    first.of("lgunit-cpu", 1).readiness = {"ready": True}
+    assert first.of("lgunit-cpu", 2).readiness == {} and first.of("lgunit-gpu", 1).readiness == {}
+    assert second.of("lgunit-cpu", 1).readiness == {}  # no state outlives the grid that made it

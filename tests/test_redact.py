@@ -16,6 +16,11 @@ def test_urls_without_credentials_and_non_urls_are_unchanged():
     assert redact.has_credentials("http://a:b@localhost:8080")
 
 
+def test_a_malformed_url_keeps_its_mistake_but_not_its_credentials():
+    assert redact.url("http://[::1:8080") == "http://[::1:8080"
+    assert redact.url("http://u:pw@[::1:8080/x") == "http://***@[::1:8080/x"
+
+
 def test_urls_inside_text_are_masked():
     said = "GET https://u:pw@h/x?api_key=k1 failed; retry http://h2/ok"
     assert redact.text(said) == "GET https://u:***@h/x?api_key=*** failed; retry http://h2/ok"

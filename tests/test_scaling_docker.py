@@ -35,12 +35,12 @@ def assert_fair(seen: Counter, replicas: int) -> None:
         assert abs(count - mean) <= 0.2 * mean, f"replica {name} served {count}, mean {mean:.0f}: {dict(seen)}"
 
 
-def test_requests_spread_over_replicas_across_rescaling():
+def test_requests_spread_over_replicas_across_rescaling(tmp_path):
     port = free_port()
     stack = ComposeStack("lgtest-scale", (ROOT / "docker-compose.yml",), "model",
                          env={"LOADGRID_GATEWAY_PORT": str(port)})
     with running(stack):
-        stack.build(ROOT / "reports" / "lgtest-scale-build.log")
+        stack.build(tmp_path / "lgtest-scale-build.log")
         for replicas in (2, 3, 1, 3):
             found = stack.scale(replicas, timeout_s=300)
             assert len(found) == replicas
