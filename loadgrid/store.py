@@ -25,15 +25,15 @@ import json
 import math
 import os
 import re
+import stat
 import sys
-import tempfile
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Union
 
-from . import redact
+from . import redact, safefile
 from .errors import UserError
 
 SCHEMA_VERSION = 2
@@ -590,40 +590,18 @@ def plain_file_name(name: str) -> bool:
 # ---- writing and reading -----------------------------------------------------------------------------------
 
 
-def _umask() -> int:
-    """The process's umask, read without changing it where /proc says it (os.umask sets it to read it)."""
-    try:
-        for line in Path("/proc/self/status").read_text(encoding="utf-8").splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)  # no /proc: set and restore at once (the only portable way to read it)
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file under `path`.
+    """Write to a temporary file in the same folder, then rename: never a half-written file under `path`
+    (safefile.replace: a random name opened O_EXCL|O_NOFOLLOW, text as UTF-8).
 
-    The file gets the mode a plain open() would give it (0666 less the umask), or the mode of the file it
-    replaces: mkstemp's own 0600 would hide reports from a web server or a colleague."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    The file keeps the mode of the file it replaces, else gets the one a plain open() would give it (0666
+    less the umask, applied by the kernel): mkstemp's own 0600 hid reports from a web server or a colleague."""
     try:
-        mode = path.stat().st_mode & 0o7777
+        found = os.lstat(path)
+        mode = stat.S_IMODE(found.st_mode) if stat.S_ISREG(found.st_mode) else None
     except OSError:
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        mode = None
+    safefile.replace(path, text, mode=mode)
 
 
 def redacted(data: dict[str, Any]) -> dict[str, Any]:
