@@ -405,3 +405,11 @@ def test_every_record_a_real_target_run_writes_reads_back_with_no_warning(tmp_pa
     assert store.load(tmp_path / "reports" / "target" / "1_1.json").load.stop.by == "requests"
     assert store.load(tmp_path / "reports" / "target" / "r10.json").load.open_loop.intended_rate == 10
     assert (tmp_path / "reports" / "index.html").stat().st_mode & 0o044  # readable by others, as open() makes it
+
+
+def test_compare_reads_golden_schema1_folders(tmp_path):
+    shutil.copytree(GOLDEN / "grid", tmp_path / "a")
+    shutil.copytree(GOLDEN / "grid", tmp_path / "b")
+    proc = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 common grid points, 4 with a valid run on both sides" in proc.stdout
