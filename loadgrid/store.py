@@ -174,7 +174,7 @@ def write(record: RunRecord, path: Path) -> None:
 
 def load(path: Path) -> RunRecord:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: cannot read run record ({exc})", exit_code=1) from None
     return RunRecord.from_dict(data, source=str(path))
