@@ -169,7 +169,7 @@ def mean_timings(headers: list[str]) -> dict:
 def machine_busy(seconds: float = 2.0) -> float:
     """Share (%) of all cores busy over `seconds`: before a phase, that is other work on the machine."""
     def snapshot() -> tuple[int, int]:
-        with open("/proc/stat") as f:
+        with open("/proc/stat", encoding="utf-8") as f:
             values = [int(v) for v in f.readline().split()[1:]]
         return sum(values), values[3] + values[4]  # total, idle + iowait
 

@@ -45,7 +45,7 @@ class Hold:
 
 def _describe(path: Path, what: str) -> str:
     try:
-        holder = json.loads(path.read_text())
+        holder = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return f"{what} is held by another loadgrid run (lock {path}); wait for it to finish"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started_at", 0)))
@@ -55,7 +55,7 @@ def _describe(path: Path, what: str) -> str:
 
 def _take(hold: Hold, path: Path, what: str, info: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")  # noqa: SIM115 (held open for the life of the run)
+    f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the life of the run)
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

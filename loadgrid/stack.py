@@ -65,7 +65,7 @@ def _run(cmd: list[str], *, timeout: float, env: dict | None = None, check: bool
     try:
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "w") as log:
+            with open(log_path, "w", encoding="utf-8") as log:
                 proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env,
                                       timeout=timeout, stdin=subprocess.DEVNULL)
         else:
