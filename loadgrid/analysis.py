@@ -256,12 +256,12 @@ def point(record: RunRecord) -> Point:
 
 def arrival_rate(record: RunRecord) -> float:
     """The open-loop arrival rate of a run (req/s), 0 for closed-loop users."""
-    return float(getattr(record, "arrival_rate", None) or 0.0)
+    return float(record.arrival_rate or 0.0)
 
 
 def grid_key(record: RunRecord) -> tuple:
     """What makes runs repeats of one grid point: variant, replicas, users, spawn rate (and open-loop rate)."""
-    return (record.variant, record.models, arrival_rate(record), bool(getattr(record, "capacity_probe", False)),
+    return (record.variant, record.models, arrival_rate(record), bool(record.capacity_probe),
             record.users, record.spawn_rate)
 
 
@@ -554,10 +554,10 @@ def _limit_clause(records: list[RunRecord], rows: list[Scaling]) -> str:
     limited: dict[str, list[str]] = {}
     for row in rows:
         for run_id in row.peak.ids:
-            limit = bottleneck.of(by_id[run_id]) if run_id in by_id else {}
-            if limit.get("kind") in ("host", "gateway", "generator"):
-                figure = limit["detail"].split(" (")[0]
-                limited.setdefault(limit["kind"], []).append(f"{replicas_text(row.replicas)} ({figure}, {run_id})")
+            limit = bottleneck.of(by_id[run_id]) if run_id in by_id else None
+            if limit is not None and limit.kind in ("host", "gateway", "generator"):
+                figure = (limit.detail or "").split(" (")[0]
+                limited.setdefault(limit.kind, []).append(f"{replicas_text(row.replicas)} ({figure}, {run_id})")
                 break
     text = ""
     if "host" in limited:

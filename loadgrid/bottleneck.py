@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 
-from .store import RunRecord
+from .store import Bottleneck, Generator, RunRecord, Telemetry
 from .validity import describe_incident, generator_bound, lag_limit_ms
 
 KINDS = ("failing replica", "generator", "host", "replicas", "gateway", "none found", "unknown")
@@ -50,7 +50,7 @@ GATEWAY_SERVICE = "gateway"
 _REPLICA_REASON = re.compile(r"^replica \S+ (?!ran on)|replicas running and (healthy|ready)")
 
 
-def diagnose(record: RunRecord) -> dict:
+def diagnose(record: RunRecord) -> Bottleneck:
     checked: list[str] = []
     found: dict[str, str] = {}  # kind -> detail, for every check that matched
     missing: list[str] = []  # what could not be judged, and why
@@ -70,9 +70,9 @@ def diagnose(record: RunRecord) -> dict:
     if generator:
         found["generator"] = generator
 
-    telemetry = record.telemetry or {}
-    containers = telemetry.get("containers") or {}
-    host = telemetry.get("host") or {}
+    telemetry = record.telemetry or Telemetry()
+    containers = telemetry.containers
+    host = telemetry.host
     replicas, gateway = _roles(record, containers)
     shares = _shares(record, replicas, gateway, containers)
 
@@ -83,7 +83,7 @@ def diagnose(record: RunRecord) -> dict:
         if host["cpu_pct_mean"] >= HOST_BUSY_PCT:
             found["host"] = f"{line} ({shares}; 100% = one core)" if shares else line
     else:
-        why = telemetry.get("host_absent") or ("target mode: the endpoint's machine is not watched" if record.target
+        why = telemetry.host_absent or ("target mode: the endpoint's machine is not watched" if record.target
                                                else "not recorded")
         checked.append(f"host CPU: {why}")
         missing.append(f"host CPU ({why})")
@@ -113,7 +113,7 @@ def diagnose(record: RunRecord) -> dict:
                    (f" ({shares}; 100% = one core)" if shares else ""), checked)
 
 
-def of(record: RunRecord) -> dict:
+def of(record: RunRecord) -> Bottleneck:
     """The stored diagnosis, or one made now for a record written before diagnoses were stored."""
     return record.bottleneck or diagnose(record)
 
@@ -123,8 +123,8 @@ def _pct(value: float) -> str:
     return f"{round(value, 1):g}%"
 
 
-def _result(kind: str, detail: str, checked: list[str]) -> dict:
-    return {"kind": kind, "detail": detail, "checked": checked}
+def _result(kind: str, detail: str, checked: list[str]) -> Bottleneck:
+    return Bottleneck(kind=kind, detail=detail, checked=checked)
 
 
 def _failing(record: RunRecord) -> list[str]:
@@ -134,15 +134,15 @@ def _failing(record: RunRecord) -> list[str]:
 
 
 def _generator(record: RunRecord, checked: list[str]) -> str:
-    gen = (record.load.generator if record.load else None) or {}
-    lag = gen.get("lag_ms") if isinstance(gen.get("lag_ms"), dict) else {}
-    p99 = lag.get("p99")
-    cpu = gen.get("cpu_pct_mean")
-    words = [f"Locust CPU {cpu:.0f}% of its {gen.get('cores') or 1} core(s)" if cpu is not None else
+    gen = (record.load.generator if record.load else None) or Generator()
+    lag = gen.lag_ms
+    p99 = lag.p99 if lag else None
+    cpu = gen.cpu_pct_mean
+    words = [f"Locust CPU {cpu:.0f}% of its {gen.cores or 1} core(s)" if cpu is not None else
              "Locust CPU not recorded"]
     words.append(f"lag p99 {p99:g} ms" if p99 is not None else "lag not recorded")
     p50 = (record.load.latency_ms or {}).get("p50") if record.load else None
-    material = p99 is not None and generator_bound({"lag_ms": lag}, float("inf"), p50)[0]
+    material = p99 is not None and generator_bound(Generator(lag_ms=lag), float("inf"), p50)[0]
     checked.append(f"generator: {', '.join(words)}"
                    + (f" (lag material above {lag_limit_ms(p50):g} ms for p50 {p50:g} ms)" if p99 is not None and p50
                       else "")
@@ -174,9 +174,9 @@ def _shares(record: RunRecord, replicas: list[str], gateway: str | None, contain
         parts.append(f"replicas {sum(used):.0f}%")
     if gateway and containers[gateway].get("cpu_pct_mean") is not None:
         parts.append(f"gateway {containers[gateway]['cpu_pct_mean']:.0f}%")
-    gen = (record.load.generator if record.load else None) or {}
-    if gen.get("cpu_pct_mean") is not None:
-        parts.append(f"Locust {gen['cpu_pct_mean'] * (gen.get('cores') or 1):.0f}%")
+    gen = (record.load.generator if record.load else None) or Generator()
+    if gen.cpu_pct_mean is not None:
+        parts.append(f"Locust {gen.cpu_pct_mean * (gen.cores or 1):.0f}%")
     return ", ".join(parts)
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from . import templating
 from .config import CapacitySearch
 from .plan import format_number
-from .store import RunRecord
+from .store import OpenLoop, RunRecord
 from .templating import Piece, Row, Table, cell, file_link, joined
 
 FILE = "capacity.json"
@@ -85,8 +85,8 @@ TREND_MARGIN_MS = 20.0
 
 def _probe_p95(load) -> tuple[float | None, str]:
     """p95 from the intended send time (coordinated omission counted) when recorded, else from the send."""
-    intended = (load.open_loop or {}).get("latency_intended_ms") if load else None
-    if isinstance(intended, dict) and isinstance(intended.get("p95"), (int, float)):
+    intended = load.open_loop.latency_intended_ms if load and load.open_loop else None
+    if intended and isinstance(intended.get("p95"), (int, float)):
         return float(intended["p95"]), "p95 from the intended send time"
     p95 = load.latency_ms.get("p95") if load else None
     return p95, "p95"
@@ -95,7 +95,7 @@ def _probe_p95(load) -> tuple[float | None, str]:
 def latency_trend(load) -> tuple[bool | None, str]:
     """(growing, words): is the last third's p95 over the first third's x TREND_RATIO + TREND_MARGIN_MS?
     None when the record has no usable window thirds (older records): the trend is not judged."""
-    thirds = getattr(load, "window_thirds", None) if load else None
+    thirds = load.window_thirds if load else None
     try:
         first, last = float(thirds[0]["p95"]), float(thirds[-1]["p95"])
         if len(thirds) != 3:
@@ -116,17 +116,17 @@ def judge_probe(record: RunRecord, target_ms: float) -> Probe:
     client-bound, else "errors"); p95 (intended-time when recorded) not under the target ("latency");
     throughput under THROUGHPUT_SHARE of the offered rate, or latency trending up ("unstable")."""
     load = record.load
-    open_loop = (load.open_loop or {}) if load else {}
+    open_loop = (load.open_loop if load else None) or OpenLoop()
     p95, p95_words = _probe_p95(load)
     rate = record.arrival_rate or 0.0
     probe = Probe(rate=rate, run_id=record.id, passed=False, p95_ms=p95,
-                  achieved_rps=open_loop.get("achieved_rate"), throughput_rps=load.rps if load else None)
+                  achieved_rps=open_loop.achieved_rate, throughput_rps=load.rps if load else None)
     if record.status != "completed" or load is None or not load.requests:
         probe.why, probe.kind = record.error or "no request completed", "errors"
         return probe
     lost = [f"{load.failures} failed requests"] if load.failures else []
-    if open_loop.get("dropped"):
-        lost.append(f"{open_loop['dropped']} dropped sends")
+    if open_loop.dropped:
+        lost.append(f"{open_loop.dropped} dropped sends")
     if lost:
         reasons = "; ".join(record.validity.reasons)
         probe.why, probe.kind = " and ".join(lost) + (f" ({reasons})" if reasons else ""), "errors"

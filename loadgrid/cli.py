@@ -220,7 +220,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(plan_mod.describe(plan, config))
         return 0
     if not plan.runs and not config.capacity_search:
-        report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms, plan_for=_plan_for(config))
+        with store.skipping_bad_records():
+            report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms,
+                             plan_for=_plan_for(config))
         _say_answer(config.output_dir)
         return 0
     projects = [] if config.target_mode else sorted({f"{config.project}-{spec.variant}" for spec in plan.runs}
@@ -242,8 +244,9 @@ def _run_held(config, plan) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     session = grid.write_session(config, outcome)
-    written = report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms,
-                               plan_for=_plan_for(config))
+    with store.skipping_bad_records():  # a bad record left in the folder is skipped with a warning line
+        written = report.write_all(config.output_dir, latency_target_ms=config.latency_target_ms,
+                                   plan_for=_plan_for(config))
     invalid = [r for r in outcome.records if r.status == "completed" and not r.validity.valid]
     print(f"{len(outcome.records)} runs: {len(outcome.records) - len(outcome.failed) - len(invalid)} valid, "
           f"{len(invalid)} invalid, {len(outcome.failed)} failed")
@@ -264,7 +267,11 @@ def _say_answer(output: Path) -> None:
 
 
 def cmd_report(output: Path) -> int:
-    for path in report.write_all(output):
+    """Pages from the folder's records: a record that does not load is skipped with one warning line naming
+    the file and the field; a folder where none loads exits 2."""
+    with store.skipping_bad_records():
+        written = report.write_all(output)
+    for path in written:
         print(f"wrote {path}")
     _say_answer(output)
     return 0

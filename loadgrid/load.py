@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import redact, safefile, settings
 from .plan import RunSpec, format_number
+from .store import Generator, GeneratorLag, OpenLoop, Stop, WholeRun, Window, _Coerced
 from .validity import lag_limit_ms
 
 WINDOW_PLUGIN = Path(__file__).with_name("locust_window.py")
@@ -98,7 +99,7 @@ class RunFiles:
 
 
 @dataclass
-class LoadResult:
+class LoadResult(_Coerced):
     """Totals of the measurement window (steady state); `whole_run` adds the ramp-up and warm-up back."""
 
     locust_exit: int | None
@@ -109,11 +110,12 @@ class LoadResult:
     latency_ms: dict[str, float] = field(default_factory=dict)
     failure_messages: dict[str, int] = field(default_factory=dict)
     error: str | None = None
-    window: dict = field(default_factory=dict)
-    whole_run: dict = field(default_factory=dict)
-    generator: dict = field(default_factory=dict)
-    open_loop: dict = field(default_factory=dict)
-    stop: dict = field(default_factory=dict)
+    # The record's typed sub-records (store.py); a dict assigned becomes the type, None: not measured.
+    window: Window | None = None
+    whole_run: WholeRun | None = None
+    generator: Generator | None = None
+    open_loop: OpenLoop | None = None
+    stop: Stop | None = None
     latency_locust_ms: dict[str, float] = field(default_factory=dict)  # Locust's rounded buckets, for reference
     window_thirds: list[dict] = field(default_factory=list)  # requests, p50, p95, rps per third of the window
 
@@ -342,11 +344,14 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
     # One Locust process runs on one thread, so it can use one core at most; N processes can use N cores,
     # but no more than the cores the generator may run on (4 processes on 2 cores are at most 200%).
     cores = max(1, min(options.processes, usable))
-    result.generator = {"processes": options.processes, "usable_cores": usable,
-                        **meter.summary(result.window.get("start_at"), cores=cores),
-                        "locust_cpu_warning": "CPU usage above" in _read(files.locust_log),
-                        **result.generator}
-    result.generator.update(self_delay(result.generator, result.requests, result.duration_s, spec.users))
+    gen = Generator(processes=options.processes, usable_cores=usable,
+                    lag_ms=result.generator.lag_ms if result.generator else None)
+    for key, value in meter.summary(result.window.start_at if result.window else None, cores=cores).items():
+        gen[key] = value
+    gen.locust_cpu_warning = "CPU usage above" in _read(files.locust_log)
+    for key, value in self_delay(gen, result.requests, result.duration_s, spec.users).items():
+        gen[key] = value
+    result.generator = gen
     return result
 
 
@@ -370,7 +375,7 @@ def usable_cores(pid: int | None = None) -> int:
         return os.cpu_count() or 1
 
 
-def self_delay(generator: dict, requests: int, window_s: float, users: int) -> dict:
+def self_delay(generator: Generator | dict, requests: int, window_s: float, users: int) -> dict:
     """Locust's CPU per request, and how long a request can wait inside Locust behind the others.
 
     Locust runs each process's users on one thread: when responses arrive together, the last one waits
@@ -378,11 +383,12 @@ def self_delay(generator: dict, requests: int, window_s: float, users: int) -> d
     (bench/accuracy.py), the median grew by about half this worst case, at CPU shares far below the
     client-bound limit. Recorded as information beside the CPU share; not a validity rule (yet).
     """
-    pct, cores = generator.get("cpu_pct_mean"), generator.get("cores") or 1
+    generator = Generator.of(generator) or Generator()
+    pct, cores = generator.cpu_pct_mean, generator.cores or 1
     if pct is None or not requests or window_s <= 0:
         return {}
     cpu_ms_per_request = pct / 100 * cores * window_s * 1000 / requests
-    users_per_process = max(1, users // max(1, generator.get("processes") or 1))
+    users_per_process = max(1, users // max(1, generator.processes or 1))
     return {"cpu_ms_per_request": round(cpu_ms_per_request, 3),
             "self_delay_worst_ms": round(users_per_process * cpu_ms_per_request, 1)}
 
@@ -404,12 +410,13 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
     result.latency_locust_ms = dict(result.latency_ms)
     if exact:
         result.latency_ms = exact
-        result.window["latency_from"] = "exact"
-    if result.window.get("end_at") and result.window.get("start_at"):
-        result.window_thirds = window_thirds(latency_parts, result.window["start_at"], result.window["end_at"])
+        result.window = result.window or Window()
+        result.window.latency_from = "exact"
+    if result.window and result.window.end_at and result.window.start_at:
+        result.window_thirds = window_thirds(latency_parts, result.window.start_at, result.window.end_at)
     lag = generator_lag(latency_parts, result.latency_ms.get("p50"))
     if lag:
-        result.generator = {"lag_ms": lag}
+        result.generator = Generator(lag_ms=GeneratorLag.of(lag))
     if spec is not None and spec.open_loop:
         result.open_loop = open_loop_counts(parts, spec, options, latency_parts)
     elif spec is not None and options.requests_per_user:
@@ -446,7 +453,7 @@ def totals(entries: list[dict]) -> LoadResult:
 
 
 def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, parts: list[dict] = (),
-            latency_parts: list[dict] = ()) -> tuple[dict, dict]:
+            latency_parts: list[dict] = ()) -> tuple[Window, WholeRun | None]:
     """The window's measured bounds, and whole-run totals = what came before the window + the window.
 
     req/s = requests / (window end - window start), both moments measured, not the span between the first
@@ -461,7 +468,7 @@ def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, par
     try:
         info = json.loads(files.window_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return {"start_at": None, "spawn_complete_at": None, "warmup_s": None}, {}
+        return Window(), None  # present, with no start: no window was measured
     stopped = [p["stopped_at"] for p in latency_parts if p.get("stopped_at")]
     end = max(stopped) if stopped else info.get("window_end_at")
     first_user = [p["first_user_at"] for p in parts if p.get("first_user_at")]
@@ -481,16 +488,16 @@ def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, par
         window_totals.rps = round(window_totals.requests / duration, 2)
     else:
         end, bounds = None, "Locust's first to last answer (no measured bounds)"
-    window = {"start_at": start, "end_at": end, "spawn_complete_at": info.get("spawn_complete_at"),
-              "warmup_s": info.get("warmup_s"), "duration_s": window_totals.duration_s,
-              "locust_duration_s": locust_duration, "bounds": bounds}
+    window = Window(start_at=start, end_at=end, spawn_complete_at=info.get("spawn_complete_at"),
+                    warmup_s=info.get("warmup_s"), duration_s=window_totals.duration_s,
+                    locust_duration_s=locust_duration, bounds=bounds)
     whole = totals(list(info.get("before_window") or []) + entries)
     if run_start and end and end > run_start:
         whole.duration_s = round(end - run_start, 3)
         whole.rps = round(whole.requests / (end - run_start), 2)
-    whole_run = {"requests": whole.requests, "failures": whole.failures, "rps": whole.rps,
-                 "duration_s": whole.duration_s, "latency_ms": whole.latency_ms,
-                 "failures_before_window": dict(info.get("before_window_errors") or {})}
+    whole_run = WholeRun(requests=whole.requests, failures=whole.failures, rps=whole.rps,
+                         duration_s=whole.duration_s, latency_ms=whole.latency_ms,
+                         failures_before_window=dict(info.get("before_window_errors") or {}))
     return window, whole_run
 
 
@@ -612,7 +619,7 @@ def _count_parts(files: RunFiles) -> list[dict]:
 
 
 def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions,
-                     latency_parts: list[dict] = ()) -> dict:
+                     latency_parts: list[dict] = ()) -> OpenLoop:
     """Intended vs scheduled vs achieved arrival rate over the window, and what was late or dropped.
 
     scheduled_rate: slots per second of the schedule (slots / span from the window's start to the last slot).
@@ -623,7 +630,7 @@ def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions,
     """
     out = {"arrival": options.arrival, "intended_rate": spec.arrival_rate, "processes": len(parts)}
     if not parts:
-        return {**out, "error": "the locustfile wrote no open-loop counts (is it a LoadgridUser?)"}
+        return OpenLoop.of({**out, "error": "the locustfile wrote no open-loop counts (is it a LoadgridUser?)"})
     scheduled_rate = achieved_rate = 0.0
     spans = []
     measured = True
@@ -658,14 +665,14 @@ def open_loop_counts(parts: list[dict], spec: RunSpec, options: LoadOptions,
     intended = intended_latency(list(latency_parts))
     if intended:
         out["latency_intended_ms"] = intended
-    return out
+    return OpenLoop.of(out)
 
 
-def stop_counts(parts: list[dict], spec: RunSpec, per_user: int) -> dict:
+def stop_counts(parts: list[dict], spec: RunSpec, per_user: int) -> Stop:
     finished = sum(p.get("users_finished", 0) for p in parts)
-    return {"requests_per_user": per_user, "users": spec.users, "users_finished": finished,
-            "requests_sent": sum(p.get("requests_sent", 0) for p in parts),
-            "by": "requests" if parts and finished >= spec.users else "time"}
+    return Stop(requests_per_user=per_user, users=spec.users, users_finished=finished,
+                requests_sent=sum(p.get("requests_sent", 0) for p in parts),
+                by="requests" if parts and finished >= spec.users else "time")
 
 
 def percentile(histogram: dict[int, int], q: float) -> float:

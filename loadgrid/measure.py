@@ -199,10 +199,10 @@ def measure(config: Config, spec: RunSpec, stack: Stack | None, size: SizeState,
 
 def window_bounds(load_report: LoadReport | None) -> tuple[float, float] | None:
     """The measurement window (epoch seconds), so the stack's CPU is summarised over what the figures cover."""
-    window = (load_report.window if load_report else None) or {}
-    if window.get("start_at") is None or window.get("end_at") is None:
+    window = load_report.window if load_report else None
+    if window is None or window.start_at is None or window.end_at is None:
         return None
-    return window["start_at"], window["end_at"]
+    return window.start_at, window.end_at
 
 
 def load_words(config: Config, spec: RunSpec) -> str:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import payload
+from .store import Quiesce
 
 QUIESCE_TIMEOUT_S = 30.0  # the most a run waits for the stack to become idle
 POLL_S = 0.25  # pause between polls of the bounded loop
@@ -110,12 +111,13 @@ def wait_idle(gauges: Callable[[], dict[str, dict[str, float] | None]] | None,
             current = gauges()
 
 
-def reason(quiesce: dict) -> str | None:
+def reason(quiesce: Quiesce | dict | None) -> str | None:
     """The validity reason of a run that started on a busy stack; None when idle (or not checked)."""
-    if not quiesce or quiesce.get("idle", True):
+    quiesce = Quiesce.of(quiesce)
+    if not quiesce or quiesce.idle in (None, True):
         return None
-    return (f"the stack was still busy before the run ({quiesce.get('detail', '')} after "
-            f"{quiesce.get('waited_s', 0):.0f} s): the previous run's backlog would be measured")
+    return (f"the stack was still busy before the run ({quiesce.detail or ''} after "
+            f"{quiesce.waited_s or 0:.0f} s): the previous run's backlog would be measured")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 
 from . import redact
 from .quiesce import Answer
+from .store import Readiness
 
 IN_A_ROW = 3
 SETTLE_RATIO = 1.5
@@ -107,11 +108,12 @@ def unreachable(problem: str) -> bool:
     return any(word in (problem or "").lower() for word in _UNREACHABLE)
 
 
-def reason(readiness: dict, host: str = "") -> str:
-    if host and readiness.get("reached") is False:
+def reason(readiness: Readiness | dict | None, host: str = "") -> str:
+    readiness = Readiness.of(readiness) or Readiness()
+    if host and readiness.reached is False:
         # Not one request got an HTTP answer: the stack may be up, but nothing serves on `host`.
-        return f"host {redact.url(host)} not reachable after the stack is up: {readiness.get('detail', '')}"
-    return f"stack not ready: {readiness.get('detail', '')}"
+        return f"host {redact.url(host)} not reachable after the stack is up: {readiness.detail or ''}"
+    return f"stack not ready: {readiness.detail or ''}"
 
 
 def console_line(service: str, timeout_s: float, replicas_hint: str = "replicas + 2") -> str:

@@ -24,7 +24,7 @@ from .analysis import Conclusion, Estimate, Point, PointStats, fmt_ms, fmt_pct, 
 from .charts import PALETTE, Chart, Note, Series, anchor, line_chart
 from .config import TARGET_VARIANT
 from .plan import format_number
-from .store import RunRecord
+from .store import Generator, RunRecord, Window
 from .templating import Cell, Piece, Row, Table, cell, file_link, joined, parts
 
 SUMMARY_COLUMNS = ["id", "variant", "models", "users", "spawn_rate", "status", "requests", "failures", "rps",
@@ -72,8 +72,8 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
     rows = []
     for r in sorted(records, key=sort_key):
         lat = r.load.latency_ms if r.load else {}
-        gen = (r.load.generator if r.load else None) or {}
-        window = (r.load.window if r.load else None) or {}
+        gen = (r.load.generator if r.load else None) or Generator()
+        window = (r.load.window if r.load else None) or Window()
         limit = bottleneck.of(r)
         rows.append({
             "id": r.id, "variant": r.variant, "models": r.models, "users": _closed_axis(r, r.users),
@@ -84,10 +84,10 @@ def summary_rows(records: list[RunRecord]) -> list[dict]:
             "valid": "yes" if r.validity.valid else "no", "reasons": "; ".join(r.validity.reasons),
             "report": f"{r.variant}/{r.files.get('html', '')}" if r.files.get("html") else "",
             "client_bound": "yes" if r.validity.client_bound else "no",
-            "generator_cpu_pct": _blank(gen.get("cpu_pct_mean")), "generator_cores": _blank(gen.get("cores")),
-            "window_s": _blank(window.get("duration_s") if window.get("start_at") is not None else None),
-            "warmup_s": _blank(window.get("warmup_s")),
-            "bottleneck": limit["kind"], "bottleneck_detail": limit["detail"],
+            "generator_cpu_pct": _blank(gen.cpu_pct_mean), "generator_cores": _blank(gen.cores),
+            "window_s": _blank(window.duration_s if window.start_at is not None else None),
+            "warmup_s": _blank(window.warmup_s),
+            "bottleneck": _blank(limit.kind), "bottleneck_detail": _blank(limit.detail),
             "repeat": r.repeat, "kind": run_kind(r), "arrival_rate": _rate_text(r),
         })
     return rows
@@ -226,7 +226,7 @@ def offered_points(records: list[RunRecord], target_ms: float) -> dict[tuple[str
         judged = capacity.judge_probe(r, target_ms)
         load = r.load
         measured = load is not None and load.requests > 0 and r.status == "completed"
-        intended = ((load.open_loop or {}).get("latency_intended_ms") if load else None) or {}
+        intended = (load.open_loop.latency_intended_ms if load and load.open_loop else None) or {}
         has_intended = isinstance(intended.get("p95"), (int, float))
         p50 = intended.get("p50") if has_intended else (load.latency_ms.get("p50") if load else None)
         out.setdefault((r.variant, r.models), []).append(Offered(
@@ -457,35 +457,35 @@ def verdict(record: RunRecord) -> str:
 
 def window_text(record: RunRecord) -> tuple[str, float]:
     """The measurement window of a run as shown in the table, and its sort value (its length in seconds)."""
-    window = (record.load.window if record.load else None) or {}
-    if not window:
+    window = record.load.window if record.load else None
+    if window is None:
         return "–", -1
-    if window.get("start_at") is None:
+    if window.start_at is None:
         return "none: still spawning at the end", 0
-    duration = _number(window.get("duration_s")) or _number(record.load.duration_s) or 0.0
+    duration = _number(window.duration_s) or _number(record.load.duration_s) or 0.0
     return f"{duration:.0f} s", duration
 
 
 def window_note(record: RunRecord) -> str:
     """The warm-up the window began after, as the table's second line ("" for none)."""
-    window = (record.load.window if record.load else None) or {}
-    warmup = _number(window.get("warmup_s")) if window.get("start_at") is not None else None
+    window = (record.load.window if record.load else None) or Window()
+    warmup = _number(window.warmup_s) if window.start_at is not None else None
     return f"after {format_number(warmup)} s warm-up" if warmup else ""
 
 
 def generator_cell(record: RunRecord) -> Cell:
     """The load generator's CPU over the window, its figures on hover; red when the run was client-bound."""
-    gen = (record.load.generator if record.load else None) or {}
-    mean = _number(gen.get("cpu_pct_mean"))
+    gen = (record.load.generator if record.load else None) or Generator()
+    mean = _number(gen.cpu_pct_mean)
     cls = "bad" if record.validity.client_bound else ""
     if mean is None:
         return cell("–", sort=-1, cls=cls)
-    cores = _count(gen.get("cores")) or 1
-    top = _number(gen.get("cpu_pct_max"))
-    samples = _count(gen.get("samples"))
+    cores = _count(gen.cores) or 1
+    top = _number(gen.cpu_pct_max)
+    samples = _count(gen.samples)
     tip = (f"mean {mean:g}%, max {'?' if top is None else f'{top:g}'}% of {cores} core(s), "
            f"{'?' if samples is None else samples} samples")
-    if gen.get("locust_cpu_warning"):
+    if gen.locust_cpu_warning:
         tip += "; Locust warned its CPU was above 90%"
     # the hover covers the figure and its second line
     return cell(Piece(f"{mean:.0f}%", "tip", tip=tip, small=f"of {cores} core{'s' if cores != 1 else ''}"),
@@ -500,10 +500,10 @@ def verdict_cell(record: RunRecord) -> Cell:
 def bottleneck_cell(record: RunRecord) -> Cell:
     """What limited the run, the figures in its tooltip; a host limit in red: it is the machine's, not the stack's."""
     limit = bottleneck.of(record)
-    checked = "; ".join(limit.get("checked") or [])
-    tip = limit["detail"] + (f" — checked: {checked}" if checked else "")
-    return cell(Piece(limit["kind"], "tip", tip=tip), sort=limit["kind"],
-                cls="l bad" if limit["kind"] == "host" else "l")
+    checked = "; ".join(limit.checked)
+    kind = limit.kind or "unknown"
+    tip = (limit.detail or "") + (f" — checked: {checked}" if checked else "")
+    return cell(Piece(kind, "tip", tip=tip), sort=kind, cls="l bad" if kind == "host" else "l")
 
 
 def runs_table(records: list[RunRecord]) -> Table:

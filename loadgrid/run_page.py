@@ -20,7 +20,7 @@ from pathlib import Path
 from . import bottleneck, store, templating
 from .charts import MAX_POINTS, reduce, time_chart  # noqa: F401 (the run page's series reduction, tested here)
 from .errors import UserError
-from .store import RunRecord
+from .store import OpenLoop, RunRecord, Telemetry, WholeRun, Window
 from .templating import Piece, parts
 
 BEGIN = "<!-- loadgrid:begin -->"
@@ -71,7 +71,7 @@ def annotate_all(output_dir: Path) -> list[Path]:
             continue
         series_path = path.parent / (record.files.get("telemetry") or f"{path.stem}.telemetry.json")
         try:
-            series = json.loads(series_path.read_text())
+            series = json.loads(series_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             series = None
         try:
@@ -125,8 +125,8 @@ def _verdict(record: RunRecord) -> str:
 def _bottleneck_view(record: RunRecord) -> dict:
     """What limited the run, with the figures, and every check made (bottleneck.diagnose)."""
     limit = bottleneck.of(record)
-    return {"kind": limit["kind"], "detail": limit["detail"], "host": limit["kind"] == "host",
-            "checked": [str(c) for c in limit.get("checked") or []]}
+    return {"kind": limit.kind or "unknown", "detail": limit.detail or "", "host": limit.kind == "host",
+            "checked": [str(c) for c in limit.checked]}
 
 
 def _number(value) -> float | None:
@@ -155,41 +155,40 @@ def _totals_view(record: RunRecord) -> dict | None:
     load = record.load
     if load is None:
         return None
-    window, whole = load.window or {}, load.whole_run or {}
-    wl, hl = load.latency_ms or {}, whole.get("latency_ms") or {}
-    rows = [("duration s", load.duration_s, whole.get("duration_s")),
-            ("requests", load.requests, whole.get("requests")),
-            ("failures", load.failures, whole.get("failures")), ("req/s", load.rps, whole.get("rps"))]
+    window, whole = load.window, load.whole_run or WholeRun()
+    wl, hl = load.latency_ms or {}, whole.latency_ms
+    rows = [("duration s", load.duration_s, whole.duration_s), ("requests", load.requests, whole.requests),
+            ("failures", load.failures, whole.failures), ("req/s", load.rps, whole.rps)]
     rows += [(f"{q} ms", wl.get(q), hl.get(q)) for q in ("p50", "p90", "p95", "p99", "max", "mean")]
     return {"rows": [(name, _num(a, 2 if name == "req/s" else 1), _num(b, 2 if name == "req/s" else 1))
                      for name, a, b in rows],
-            "where": _where(load, window, whole), "open_loop": _open_loop_view(load)}
+            "where": _where(load, window, load.whole_run), "open_loop": _open_loop_view(load)}
 
 
-def _where(load, window: dict, whole: dict) -> str:
+def _where(load, window: Window | None, whole: WholeRun | None) -> str:
     """Which span the figures cover, in words."""
-    if not window:
+    if window is None:
         where = "This record has no measurement window: its figures cover the whole run."
-    elif window.get("start_at") is None:
+    elif window.start_at is None:
         where = ("No measurement window: users were still spawning when the run ended, so no steady state was "
                  "measured and the figures are the whole run's.")
     else:
         where = "The window opened when every user was spawned"
-        if window.get("warmup_s"):
-            where += f" and a {_num(window['warmup_s'])} s warm-up had passed"
-        where += f" (at {_clock(window['start_at'])}"
-        if window.get("spawn_complete_at"):
-            where += f"; spawning completed at {_clock(window['spawn_complete_at'])}"
-        if window.get("end_at"):
-            where += (f"), and lasted {_num(window.get('duration_s') or load.duration_s)} s to the end of the run "
-                      f"({_clock(window['end_at'])}); req/s = requests / that span, measured "
-                      f"({window.get('bounds', 'window bounds')}). ")
+        if window.warmup_s:
+            where += f" and a {_num(window.warmup_s)} s warm-up had passed"
+        where += f" (at {_clock(window.start_at)}"
+        if window.spawn_complete_at:
+            where += f"; spawning completed at {_clock(window.spawn_complete_at)}"
+        if window.end_at:
+            where += (f"), and lasted {_num(window.duration_s or load.duration_s)} s to the end of the run "
+                      f"({_clock(window.end_at)}); req/s = requests / that span, measured "
+                      f"({window.bounds or 'window bounds'}). ")
         else:
-            where += (f"), and lasted {_num(window.get('duration_s') or load.duration_s)} s to the last request. ")
+            where += (f"), and lasted {_num(window.duration_s or load.duration_s)} s to the last request. ")
         where += "The whole run adds the ramp-up and warm-up back."
     if not whole:
         where += " The whole run's totals were not recorded."
-    if window.get("latency_from") == "exact":
+    if window is not None and window.latency_from == "exact":
         where += (" Latencies are exact per-request times (0.1% buckets); Locust's own rounded figures: p50 "
                   f"{_num((load.latency_locust_ms or {}).get('p50'))} ms, p95 "
                   f"{_num((load.latency_locust_ms or {}).get('p95'))} ms.")
@@ -202,11 +201,11 @@ def _totals(record: RunRecord) -> str:
 
 def _open_loop_view(load) -> dict | None:
     """Open loop: latency from the actual send beside latency from the intended send (the slot), as wrk2 does."""
-    loop = getattr(load, "open_loop", None) or {}
-    intended = loop.get("latency_intended_ms") or {}
+    loop = load.open_loop or OpenLoop()
+    intended = loop.latency_intended_ms
     if not intended:
         return None
-    actual, late = load.latency_ms or {}, loop.get("send_late_ms") or {}
+    actual, late = load.latency_ms or {}, loop.send_late_ms
     qs = ("p50", "p95", "p99", "max")
     rows = [("latency from the actual send", actual),
             ("from the intended send (includes generator lateness)", intended)]
@@ -223,37 +222,37 @@ def _clock(t: float | None) -> str:
 
 
 def _generator_view(record: RunRecord, t0: float = 0.0, t_end: float = 1.0) -> dict | None:
-    gen = (record.load.generator if record.load else None) or {}
-    if not gen or gen.get("cpu_pct_mean") is None:
+    gen = record.load.generator if record.load else None
+    if gen is None or gen.cpu_pct_mean is None:
         return None
-    cores = _count(gen.get("cores")) or 1
-    procs = _count(gen.get("processes")) or cores
-    samples = _count(gen.get("samples"))
+    cores = _count(gen.cores) or 1
+    procs = _count(gen.processes) or cores
+    samples = _count(gen.samples)
     text: list = [f"Locust ran as {procs} process{'es' if procs != 1 else ''} on up to {cores} "
                   f"core{'s' if cores != 1 else ''}; over the window its CPU was ",
-                  Piece(f"{_num(gen.get('cpu_pct_mean'))}%", "b"),
-                  f" on average and {_num(gen.get('cpu_pct_max'))}% at most, as a share of those cores "
+                  Piece(f"{_num(gen.cpu_pct_mean)}%", "b"),
+                  f" on average and {_num(gen.cpu_pct_max)}% at most, as a share of those cores "
                   f"({'?' if samples is None else samples} samples about once a second)."]
-    if gen.get("locust_cpu_warning"):
+    if gen.locust_cpu_warning:
         text.append(" Locust itself warned that its CPU usage was above 90%.")
-    if gen.get("cpu_ms_per_request") is not None:
-        text.append(f" It spent {_num(gen['cpu_ms_per_request'])} ms of CPU per request, so a response arriving "
+    if gen.cpu_ms_per_request is not None:
+        text.append(f" It spent {_num(gen.cpu_ms_per_request)} ms of CPU per request, so a response arriving "
                     f"together with all the others of its process could wait up to "
-                    f"{_num(gen.get('self_delay_worst_ms'))} ms inside Locust (compare with the latencies above).")
-    loop = getattr(record.load, "open_loop", None) or {}
-    if loop:
-        text.append(f" Open loop ({loop.get('arrival', '?')}): intended {_num(loop.get('intended_rate'))} req/s, "
-                    f"sent {_num(loop.get('achieved_rate'))} req/s; {_num(loop.get('late', 0))} requests late, "
-                    f"{_num(loop.get('dropped', 0))} dropped.")
-    lag = gen.get("lag_ms") or {}
-    if lag:
-        per = [p for p in lag.get("per_process") or [] if isinstance(p, dict)]
+                    f"{_num(gen.self_delay_worst_ms)} ms inside Locust (compare with the latencies above).")
+    loop = record.load.open_loop
+    if loop is not None:
+        text.append(f" Open loop ({loop.arrival or '?'}): intended {_num(loop.intended_rate)} req/s, "
+                    f"sent {_num(loop.achieved_rate)} req/s; {_num(loop.late or 0)} requests late, "
+                    f"{_num(loop.dropped or 0)} dropped.")
+    lag = gen.lag_ms
+    if lag is not None:
+        per = [p for p in lag.per_process if isinstance(p, dict)]
         worst = max(per, key=lambda p: _number(p.get("p99")) or 0) if len(per) > 1 else None
-        wakeups = _count(lag.get("samples"))
-        text += [f" Its event loop's lag (how late it woke when it asked to every {_num(lag.get('interval_ms'))} ms;"
+        wakeups = _count(lag.samples)
+        text += [f" Its event loop's lag (how late it woke when it asked to every {_num(lag.interval_ms)} ms;"
                  " every response arriving meanwhile is timestamped that much late): p50 ",
-                 Piece(f"{_num(lag.get('p50'), 2)} ms", "b"), ", p99 ", Piece(f"{_num(lag.get('p99'), 2)} ms", "b"),
-                 f", max {_num(lag.get('max'), 2)} ms over {'?' if wakeups is None else wakeups} wake-ups"
+                 Piece(f"{_num(lag.p50, 2)} ms", "b"), ", p99 ", Piece(f"{_num(lag.p99, 2)} ms", "b"),
+                 f", max {_num(lag.max, 2)} ms over {'?' if wakeups is None else wakeups} wake-ups"
                  + (f"; worst process p99 {_num(worst.get('p99'), 2)} ms" if worst else "") + "."]
     else:
         text.append(" Its event loop's lag was not measured.")
@@ -263,8 +262,8 @@ def _generator_view(record: RunRecord, t0: float = 0.0, t_end: float = 1.0) -> d
     else:
         text.append(" Its CPU and lag stayed under the client-bound limits.")
     charts_ = []
-    cpu_series = _pairs(gen.get("cpu_series"))
-    lag_series = [(t + 0.5, v) for t, v in _pairs(lag.get("series"))]  # each second's worst, drawn mid-second
+    cpu_series = _pairs(gen.cpu_series)
+    lag_series = [(t + 0.5, v) for t, v in _pairs(lag.series if lag else [])]  # each second's worst, drawn mid-second
     if cpu_series or lag_series:
         times = [t for t, _ in cpu_series + lag_series]
         lo, hi = min([t0, *times]), max([t_end, *times])
@@ -294,9 +293,9 @@ def _time_range(record: RunRecord, series: dict | None) -> tuple[float, float]:
         times += [s[0] for s in samples or [] if isinstance(s, (list, tuple)) and s]
     for samples in ((series or {}).get("gpus") or {}).values():
         times += [s.get("t") for s in samples or [] if isinstance(s, dict)]
-    window = (record.load.window if record.load else None) or {}
-    start, duration = _number(window.get("start_at")), _number(window.get("duration_s"))
-    times += [window.get("spawn_complete_at"), start, start + duration if start is not None and duration else None]
+    window = (record.load.window if record.load else None) or Window()
+    start, duration = _number(window.start_at), _number(window.duration_s)
+    times += [window.spawn_complete_at, start, start + duration if start is not None and duration else None]
     times = [t for t in map(_number, times) if t is not None]
     if not times:
         return 0.0, 1.0
@@ -305,11 +304,11 @@ def _time_range(record: RunRecord, series: dict | None) -> tuple[float, float]:
 
 def _window_span(record: RunRecord, t_end: float) -> tuple[float, float] | None:
     """From the window's start to its last request (or the last sample when its length is unknown)."""
-    window = (record.load.window if record.load else None) or {}
-    start = _number(window.get("start_at"))
+    window = (record.load.window if record.load else None) or Window()
+    start = _number(window.start_at)
     if start is None:
         return None
-    duration = _number(window.get("duration_s")) or (_number(record.load.duration_s) if record.load else 0.0)
+    duration = _number(window.duration_s) or (_number(record.load.duration_s) if record.load else 0.0)
     return start, start + duration if duration else max(start, t_end)
 
 
@@ -335,7 +334,7 @@ def _samples(values, i: int, j: int, scale: float = 1.0) -> list[tuple[float, fl
 
 def _containers_view(record: RunRecord, series: dict | None, t0: float, t_end: float) -> dict:
     containers = (series or {}).get("containers") or {}
-    summary = (record.telemetry or {}).get("containers") or {}
+    summary = (record.telemetry or Telemetry()).containers
     view = {"series": series is not None, "charts": [], "prefix": "", "rows": [], "host": _host_view(record)}
     if containers:
         window, events = _window_span(record, t_end), _events(series)
@@ -343,7 +342,7 @@ def _containers_view(record: RunRecord, series: dict | None, t0: float, t_end: f
         names = sorted(containers)
         labels = {n: n[len(prefix):] if all(m.startswith(prefix) for m in names) else n for n in names}
         cpu = [(labels[n], _samples(containers[n], 0, 1)) for n in names]
-        host_cores = _number(((record.telemetry or {}).get("host") or {}).get("cores"))
+        host_cores = _number((record.telemetry or Telemetry()).host.get("cores"))
         if series.get("host") and host_cores:  # in the same unit (one core = 100%): what the containers competed for
             cpu.append((f"host, all {_num(host_cores)} cores", _samples(series["host"], 1, 2, host_cores)))
         mem = [(labels[n], _samples(containers[n], 0, 2, 1 / 2**20)) for n in names]
@@ -358,10 +357,10 @@ def _containers_view(record: RunRecord, series: dict | None, t0: float, t_end: f
 
 
 def _host_view(record: RunRecord) -> dict:
-    telemetry = record.telemetry or {}
-    host = telemetry.get("host") or {}
+    telemetry = record.telemetry or Telemetry()
+    host = telemetry.host
     if host.get("cpu_pct_mean") is None:
-        return {"why": telemetry.get("host_absent") or "not recorded"}
+        return {"why": telemetry.host_absent or "not recorded"}
     return {"why": "", "mean": _num(host["cpu_pct_mean"]), "cores": _num(host.get("cores")),
             "max": _num(host.get("cpu_pct_max")), "interval": host.get("interval", "whole run"),
             "samples": _num(host.get("samples"))}
@@ -369,9 +368,9 @@ def _host_view(record: RunRecord) -> dict:
 
 def _gpus_view(record: RunRecord, series: dict | None, t0: float, t_end: float) -> dict:
     gpus = (series or {}).get("gpus") or {}
-    summary = (record.telemetry or {}).get("gpus") or {}
+    summary = (record.telemetry or Telemetry()).gpus
     if not gpus and not summary:
-        reason = (record.telemetry or {}).get("gpu_absent") or (
+        reason = (record.telemetry or Telemetry()).gpu_absent or (
             "not a GPU run" if record.variant != "gpu" else "no GPU samples were recorded")
         return {"absent": reason, "charts": [], "rows": []}
     charts_ = []

@@ -16,13 +16,16 @@ from pathlib import Path
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def replace(path: str | Path, data: bytes | str) -> Path:
-    """Write `data` (text is written as UTF-8) to `path` atomically: readers see the old file or the new one."""
+def replace(path: str | Path, data: bytes | str, mode: int | None = None) -> Path:
+    """Write `data` (text is written as UTF-8) to `path` atomically: readers see the old file or the new one.
+    `mode`: the file's permission bits instead of the umask's (e.g. those of the file it replaces)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = _create(path)
     try:
+        if mode is not None:
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()

@@ -1,20 +1,302 @@
 """Run records: versioned JSON next to each Locust report, written atomically, read through one function.
 
 Reports are rendered only from what is stored here, so they can be rebuilt without re-running anything.
+A results folder is untrusted input (a CI artifact, a colleague's run): `load` checks every field's type,
+every file name and the run's id before anything else sees the record, and a bad record is one line.
+
+Format history (the `schema` key; `update_to_N` migrates a record of schema N-1 forward on read):
+
+  1  (up to loadgrid 2026-12-02) sub-records are plain objects, `{}` when absent: load.window,
+     load.whole_run, load.generator (with lag_ms), load.open_loop, load.stop, telemetry, payload,
+     quiesce, readiness, bottleneck.
+  2  the same keys, each sub-record typed (the dataclasses below) and `null` when absent; every field's
+     type is checked on read; `files` names are plain names inside the run's folder; `id` and `variant`
+     have the planner's shapes (plan.RunSpec.id); host, target and payload URLs are stored with their
+     credentials masked (redact.url). Keys a sub-record does not name are kept (`extra`).
+
+A record of a newer schema than this loadgrid reads is refused with "made by a newer loadgrid".
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
+import math
 import os
-import tempfile
-from dataclasses import asdict, dataclass, field
+import re
+import stat
+import sys
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
+from . import redact, safefile
 from .errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Values of telemetry and generator summaries: numbers, words, flags, or nothing.
+Scalar = Union[float, str, bool, None]  # noqa: UP007 (a runtime object, read by _check)
+
+
+class SubRecord:
+    """A typed sub-record: built from its JSON object, written back as one; keys it does not name kept in
+    `extra` (a record written by a loadgrid that added one keeps it through a rewrite).
+
+    `get` and `[]` read a field by its JSON name, for readers not yet moved to attributes."""
+
+    extra: dict
+
+    @classmethod
+    def of(cls, value: Any):
+        """`value` as this type: None for None or an empty object (an absent sub-record)."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            if not value:
+                return None
+            names = {f.name for f in fields(cls)} - {"extra"}
+            known = {k: v for k, v in value.items() if k in names}
+            return cls(**known, extra={k: v for k, v in value.items() if k not in names})
+        raise TypeError(f"{cls.__name__} from {type(value).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}
+        return {**out, **self.extra}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.to_dict().get(key)
+        return default if value is None else value
+
+    def __getitem__(self, key: str) -> Any:
+        data = self.to_dict()
+        if key not in data:
+            raise KeyError(key)
+        return data[key]
+
+    def __contains__(self, key: str) -> bool:
+        return self.to_dict().get(key) is not None
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field; against a dict (a reader or test not yet moved), the keys that hold a value."""
+        if isinstance(other, dict):
+            return _compact(self.to_dict()) == _compact(other)
+        if type(other) is not type(self):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    __hash__ = None
+
+    def keys(self) -> list[str]:
+        return list(self.to_dict())
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in {f.name for f in fields(self)} - {"extra"}:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+
+def _compact(data: dict) -> dict:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SubRecord):
+        return value.to_dict()
+    if is_dataclass(value):
+        return _record_dict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _record_dict(obj: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
+
+
+class _Coerced:
+    """Dataclasses holding sub-records: a dict given for one (a test's builder, a producer) becomes the type."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        kind = _subrecord_fields(type(self)).get(name)
+        super().__setattr__(name, kind.of(value) if kind is not None else value)
+
+
+# ---- the typed sub-records ------------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Window(SubRecord):
+    """The measurement window (load.py `_window`): epoch seconds; bounds says how they were measured."""
+
+    start_at: float | None = None
+    end_at: float | None = None
+    spawn_complete_at: float | None = None
+    warmup_s: float | None = None
+    duration_s: float | None = None
+    locust_duration_s: float | None = None
+    bounds: str | None = None
+    latency_from: str | None = None  # "exact": latency_ms from loadgrid's per-request times
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class WholeRun(SubRecord):
+    """Ramp-up and window together."""
+
+    requests: int | None = None
+    failures: int | None = None
+    rps: float | None = None
+    duration_s: float | None = None
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
+    failures_before_window: dict[str, int] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class GeneratorLag(SubRecord):
+    """How late the generator's hub woke (locust_latency.py's sampler), see load.generator_lag."""
+
+    p50: float | None = None
+    p99: float | None = None
+    limit_ms: float | None = None
+    over_limit: int | None = None
+    max: float | None = None
+    mean: float | None = None
+    samples: int | None = None
+    interval_ms: float | None = None
+    per_process: list[dict[str, Scalar]] = field(default_factory=list)
+    series: list[list[float | None]] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Generator(SubRecord):
+    """The load generator itself: its processes, CPU, and lag."""
+
+    processes: int | None = None
+    usable_cores: int | None = None
+    cores: int | None = None
+    cpu_pct_mean: float | None = None
+    cpu_pct_max: float | None = None
+    samples: int | None = None
+    cpu_series: list[list[float | None]] = field(default_factory=list)
+    locust_cpu_warning: bool | None = None
+    lag_ms: GeneratorLag | None = None
+    cpu_ms_per_request: float | None = None
+    self_delay_worst_ms: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.lag_ms = GeneratorLag.of(self.lag_ms)
+
+
+@dataclass(eq=False)
+class OpenLoop(SubRecord):
+    """Open-loop runs (load.open_loop_counts): intended vs scheduled vs achieved rate, late and dropped."""
+
+    arrival: str | None = None
+    intended_rate: float | None = None
+    processes: int | None = None
+    scheduled_rate: float | None = None
+    achieved_rate: float | None = None
+    achieved_from: str | None = None
+    scheduled: int | None = None
+    sent: int | None = None
+    late: int | None = None
+    dropped: int | None = None
+    late_tolerance_ms: float | None = None
+    max_late_ms: float | None = None
+    max_in_flight: int | None = None
+    window_s: float | None = None
+    send_late_ms: dict[str, float | None] = field(default_factory=dict)
+    latency_intended_ms: dict[str, float | None] = field(default_factory=dict)
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Stop(SubRecord):
+    """Runs that stop after a number of requests per user; by: "requests" (every user finished) or "time"."""
+
+    requests_per_user: int | None = None
+    users: int | None = None
+    users_finished: int | None = None
+    requests_sent: int | None = None
+    by: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Telemetry(SubRecord):
+    """Per container and GPU mean and max over the window (monitor.Telemetry.summary); series in a file."""
+
+    containers: dict[str, dict[str, Scalar]] = field(default_factory=dict)
+    gpus: dict[str, dict[str, Scalar]] = field(default_factory=dict)
+    gpu_absent: str | None = None
+    host: dict[str, Scalar] = field(default_factory=dict)
+    host_absent: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Payload(SubRecord):
+    """What each request carried (grid.payload_description)."""
+
+    kind: str | None = None
+    source: str | None = None
+    url: str | None = None
+    send_as: str | None = None
+    items: int | None = None
+    content_type: str | None = None
+    expect: str | dict | None = None  # a word, or the JSON check as a mapping (payload.describe_expect)
+    error: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Quiesce(SubRecord):
+    """How loadgrid waited for an idle stack before the run (quiesce.py)."""
+
+    method: str | None = None
+    waited_s: float | None = None
+    idle: bool | None = None
+    detail: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Readiness(SubRecord):
+    """How loadgrid knew the stack size was ready (readiness.py)."""
+
+    method: str | None = None
+    ready: bool | None = None
+    waited_s: float | None = None
+    requests: int | None = None
+    median_ms: float | None = None
+    detail: str | None = None
+    requests_s: float | None = None
+    reached: bool | None = None  # a time-out: did any request get an HTTP answer?
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Bottleneck(SubRecord):
+    """What limited the run (bottleneck.diagnose): kind, detail, and what was checked."""
+
+    kind: str | None = None
+    detail: str | None = None
+    checked: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)
+
+
+# ---- the record -------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -42,30 +324,24 @@ class StackReport:
 
 
 @dataclass
-class LoadReport:
+class LoadReport(_Coerced):
     locust_exit: int | None
     requests: int = 0
     failures: int = 0
     rps: float = 0.0
     duration_s: float = 0.0
-    latency_ms: dict[str, float] = field(default_factory=dict)
+    latency_ms: dict[str, float | None] = field(default_factory=dict)
     failure_messages: dict[str, int] = field(default_factory=dict)
     # The figures above cover the window (steady state); these say where it was and add the ramp-up back.
-    window: dict = field(default_factory=dict)  # start_at, end_at, spawn_complete_at, warmup_s, duration_s, bounds
-    whole_run: dict = field(default_factory=dict)  # requests, failures, rps, duration_s, latency_ms
-    generator: dict = field(default_factory=dict)  # processes, cores, cpu_pct_mean, cpu_pct_max
-    # Open-loop runs: arrival, intended_rate, scheduled_rate, achieved_rate (req/s sent over the window),
-    # scheduled, sent, late (sent more than late_tolerance_ms after their slot), dropped (not sent: every
-    # in-flight slot busy), max_late_ms, max_in_flight, processes, window_s, send_late_ms (p50, p99, max),
-    # latency_intended_ms (from the slot to the response, wrk2-style). Empty for closed-loop runs.
-    open_loop: dict = field(default_factory=dict)
-    # Runs that stop after a number of requests per user: requests_per_user, users, users_finished,
-    # requests_sent, by ("requests": every user finished; "time": the run_time cap ended it first).
-    stop: dict = field(default_factory=dict)
+    window: Window | None = None
+    whole_run: WholeRun | None = None
+    generator: Generator | None = None
+    open_loop: OpenLoop | None = None  # open-loop runs only
+    stop: Stop | None = None  # runs that stop after a number of requests per user
     # latency_ms comes from exact per-request times (0.1% buckets) when recorded; Locust's rounded figures here.
-    latency_locust_ms: dict = field(default_factory=dict)
+    latency_locust_ms: dict[str, float | None] = field(default_factory=dict)
     # The window in three equal spans of request end time: [{"requests", "p50", "p95", "rps"}] x 3.
-    window_thirds: list = field(default_factory=list)
+    window_thirds: list[dict[str, float | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -90,7 +366,7 @@ class Validity:
 
 
 @dataclass
-class RunRecord:
+class RunRecord(_Coerced):
     id: str
     variant: str
     models: int
@@ -109,74 +385,265 @@ class RunRecord:
     fingerprint: str = ""  # the point's settings and inputs, see plan.fingerprint; --resume matches on it
     repeat: int = 1
     incidents: list[Incident] = field(default_factory=list)
-    telemetry: dict = field(default_factory=dict)  # per container/GPU mean and max; series in files["telemetry"]
+    telemetry: Telemetry | None = None  # per container/GPU mean and max; series in files["telemetry"]
     # Open loop: the intended arrival rate (req/s) and its process (constant, poisson); None: closed loop.
     arrival_rate: float | None = None
     arrival: str | None = None
     capacity_probe: bool = False  # a capacity-search probe (see capacity.json)
     requests_per_user: int | None = None  # each user stopped after this many requests (run_time was a cap)
     target: str | None = None  # target mode: the endpoint's URL (variant "target", models 0, no stack)
-    payload: dict = field(default_factory=dict)  # kind, source (and url), send_as, items, content_type, expect
-    # Before the run: how loadgrid waited for an idle stack (see quiesce.py): method, waited_s, idle, detail.
-    quiesce: dict = field(default_factory=dict)
-    # After the scale step before this stack size's runs: how loadgrid knew it was ready (see readiness.py):
-    # method (healthcheck, requests), ready, waited_s, requests, median_ms, detail. Empty: not established.
-    readiness: dict = field(default_factory=dict)
-    # What limited the run (bottleneck.diagnose): kind, detail, checked. Empty in records written before it;
-    # reports diagnose those from their telemetry (bottleneck.of).
-    bottleneck: dict = field(default_factory=dict)
+    payload: Payload | None = None
+    quiesce: Quiesce | None = None  # before the run: how loadgrid waited for an idle stack
+    # After the scale step before this stack size's runs: how loadgrid knew it was ready. None: not established.
+    readiness: Readiness | None = None
+    # What limited the run (bottleneck.diagnose). None in records written before it; reports diagnose those
+    # from their telemetry (bottleneck.of).
+    bottleneck: Bottleneck | None = None
     schema: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, **{k: v for k, v in asdict(self).items() if k != "schema"}}
+        return {"schema": self.schema, **{k: v for k, v in _record_dict(self).items() if k != "schema"}}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "record") -> RunRecord:
+    def from_dict(cls, data: Any, source: str = "record") -> RunRecord:
+        """A record from its JSON object, migrated to this schema and checked field by field."""
+        if not isinstance(data, dict):
+            raise _bad(source, "the record", "a JSON object", data)
         schema = data.get("schema")
-        if schema != SCHEMA_VERSION:
-            raise UserError(f"{source}: record schema {schema!r} is not supported by this loadgrid "
-                            f"(reads schema {SCHEMA_VERSION}); re-run the grid or use the loadgrid that wrote it",
+        if not isinstance(schema, int) or isinstance(schema, bool) or schema < 1:
+            raise _bad(source, "schema", f"a schema number (1 to {SCHEMA_VERSION})", schema)
+        if schema > SCHEMA_VERSION:
+            raise UserError(f"{source}: made by a newer loadgrid (schema {schema}): upgrade loadgrid to read it "
+                            f"(schema {schema} is not supported by this one, which reads 1 to {SCHEMA_VERSION})",
                             exit_code=1)
-        try:
-            stack = dict(data["stack"])
-            stack["replicas"] = [ReplicaReport(**r) for r in stack.get("replicas", [])]
-            fields = {k: v for k, v in data.items() if k not in ("schema", "stack", "load", "validity", "incidents")}
-            return cls(
-                **fields,
-                incidents=[Incident(**i) for i in data.get("incidents", [])],
-                stack=StackReport(**stack),
-                load=LoadReport(**data["load"]) if data.get("load") else None,
-                validity=Validity(**data["validity"]),
-            )
-        except (KeyError, TypeError) as exc:
-            raise UserError(f"{source}: not a loadgrid run record ({exc}); remove it or re-run that point",
-                            exit_code=1) from None
+        data = migrate(data)
+        record = _build(cls, data, source, "")
+        _check_shapes(record, source)
+        return record
+
+
+# ---- migrations: update_to_N takes a schema N-1 record's dict to schema N ------------------------------------
+
+
+def update_to_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Schema 1 -> 2: an absent sub-record was `{}`, now `null`; the keys and their meaning are the same."""
+    out = dict(data)
+    for key in ("telemetry", "payload", "quiesce", "readiness", "bottleneck"):
+        out[key] = out.get(key) or None
+    if isinstance(out.get("load"), dict):
+        load = dict(out["load"])
+        for key in ("window", "whole_run", "generator", "open_loop", "stop"):
+            load[key] = load.get(key) or None
+        out["load"] = load
+    out["schema"] = 2
+    return out
+
+
+MIGRATIONS = {2: update_to_2}
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    while data["schema"] < SCHEMA_VERSION:
+        data = MIGRATIONS[data["schema"] + 1](data)
+    return data
+
+
+# ---- checking what a folder holds ------------------------------------------------------------------------
+
+
+def _bad(source: str, where: str, wanted: str, got: Any) -> UserError:
+    shown = repr(got)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return UserError(f"{source}: {where}: expected {wanted}, found {shown}; not a loadgrid run record of this "
+                     f"version (remove it or re-run that point)", exit_code=1)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls, globals())
+    return _HINTS[cls]
+
+
+_SUBRECORD_FIELDS: dict[type, dict[str, type]] = {}
+
+
+def _subrecord_fields(cls: type) -> dict[str, type]:
+    """Fields of `cls` whose type is `X | None` with X a SubRecord."""
+    if cls not in _SUBRECORD_FIELDS:
+        _SUBRECORD_FIELDS[cls] = {name: arm for name, hint in _hints(cls).items()
+                                  for arm in typing.get_args(hint) or (hint,)
+                                  if isinstance(arm, type) and issubclass(arm, SubRecord)}
+    return _SUBRECORD_FIELDS[cls]
+
+
+def _build(cls: type, data: Any, source: str, where: str) -> Any:
+    """An instance of dataclass `cls` from `data`, every field's type checked (`where`: its path)."""
+    if not isinstance(data, dict):
+        raise _bad(source, where or "the record", "a JSON object", data)
+    names = {f.name: f for f in fields(cls)}
+    open_ended = issubclass(cls, SubRecord)
+    values, extra = {}, {}
+    for key, value in data.items():
+        if key not in names or key == "extra":
+            if not open_ended:
+                raise _bad(source, f"{where}{key}", "no such key", value)
+            extra[key] = value
+            continue
+        values[key] = _check(value, _hints(cls)[key], source, f"{where}{key}")
+    for name, f in names.items():
+        if name not in values and name != "extra" and f.default is MISSING and f.default_factory is MISSING:
+            raise UserError(f"{source}: {where}{name}: missing; not a loadgrid run record of this version "
+                            f"(remove it or re-run that point)", exit_code=1)
+    if open_ended:
+        values["extra"] = extra
+    return cls(**values)
+
+
+_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
+          type(None): "null"}
+
+
+def _check(value: Any, hint: Any, source: str, where: str) -> Any:
+    """`value` as `hint` says (a dataclass from its dict), or a one-line UserError naming the field."""
+    if hint is Any:
+        return value
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        arms = [a for a in args if a is not type(None)]
+        for arm in arms:
+            try:
+                return _check(value, arm, source, where)
+            except UserError:
+                if len(arms) == 1:
+                    raise
+        raise _bad(source, where, " or ".join(_describe(a) for a in args), value)
+    if origin is list:
+        if not isinstance(value, list):
+            raise _bad(source, where, _describe(hint), value)
+        return [_check(v, args[0], source, f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _bad(source, where, _describe(hint), value)
+        return {k: _check(v, args[1], source, f"{where}.{k}") for k, v in value.items()} if args else value
+    if hint is dict or hint is list:
+        if not isinstance(value, hint):
+            raise _bad(source, where, _describe(hint), value)
+        return value
+    if is_dataclass(hint):
+        return _build(hint, value, source, f"{where}.")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is type(None):
+        if value is None:
+            return None
+    elif isinstance(value, hint):
+        return value
+    raise _bad(source, where, _describe(hint), value)
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is list or hint is list:
+        return "a list"
+    if origin is dict or hint is dict or is_dataclass(hint):
+        return "an object"
+    return _WORDS.get(hint, str(hint))
+
+
+# A run's id is `<variant>/<name>` as plan.RunSpec makes it: compose `<m>_<u>_<s>`, open loop `<m>_r<rate>`,
+# probes `<m>_cap_r<rate>`, target mode without `<m>_`; repeats after the first add `_r<k>`.
+VARIANTS = ("cpu", "gpu", "target")
+_NUMBER = r"\d+(?:\.\d+)?(?:e[+-]?\d+)?"
+_POINT = rf"(?:(?:cap_)?r{_NUMBER}|\d+_{_NUMBER})"
+_RUN_NAME = {"target": re.compile(rf"{_POINT}(?:_r\d+)?"),
+             "compose": re.compile(rf"\d+_{_POINT}(?:_r\d+)?")}
+# What loadgrid names a run's files: `<name>.html`, `<name>.stats.json`, ... (no folder, no dot-dot).
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def _check_shapes(record: RunRecord, source: str) -> None:
+    if record.variant not in VARIANTS:
+        raise _bad(source, "variant", f"one of {', '.join(VARIANTS)}", record.variant)
+    name = record.id.removeprefix(f"{record.variant}/")
+    shape = _RUN_NAME["target" if record.variant == "target" else "compose"]
+    if name == record.id or not shape.fullmatch(name):
+        raise _bad(source, "id", f"'{record.variant}/<run name>' as loadgrid plans it", record.id)
+    for key, value in record.files.items():
+        if not plain_file_name(value):
+            raise _bad(source, f"files.{key}", "a plain file name inside the run's folder", value)
+
+
+def plain_file_name(name: str) -> bool:
+    """A name, not a path: no folder part, no '..', nothing absolute, no NUL or control characters."""
+    return bool(_FILE_NAME.fullmatch(name)) and name not in (".", "..") and ".." not in name
+
+
+# ---- writing and reading -----------------------------------------------------------------------------------
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: never a half-written file under `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write to a temporary file in the same folder, then rename: never a half-written file under `path`
+    (safefile.replace: a random name opened O_EXCL|O_NOFOLLOW, text as UTF-8).
+
+    The file keeps the mode of the file it replaces, else gets the one a plain open() would give it (0666
+    less the umask, applied by the kernel): mkstemp's own 0600 hid reports from a web server or a colleague."""
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        found = os.lstat(path)
+        mode = stat.S_IMODE(found.st_mode) if stat.S_ISREG(found.st_mode) else None
+    except OSError:
+        mode = None
+    safefile.replace(path, text, mode=mode)
+
+
+def redacted(data: dict[str, Any]) -> dict[str, Any]:
+    """The record's dict with credentials in its URLs masked: host, target, payload url/source, error."""
+    out = {**data, "host": redact.url(data.get("host")), "target": redact.url(data.get("target"))}
+    if out.get("error"):
+        out["error"] = redact.text(out["error"])
+    if isinstance(out.get("payload"), dict):
+        payload = dict(out["payload"])
+        for key in ("url", "source"):
+            if isinstance(payload.get(key), str):
+                payload[key] = redact.url(payload[key])
+        out["payload"] = payload
+    return out
 
 
 def write(record: RunRecord, path: Path) -> None:
-    write_atomic(path, json.dumps(record.to_dict(), indent=2, sort_keys=False) + "\n")
+    """The record as JSON, credentials masked. One that would not read back is still written (the run is not
+    lost) and said loudly: the reader's checks and what loadgrid writes must agree."""
+    data = redacted(record.to_dict())
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    try:
+        RunRecord.from_dict(json.loads(json.dumps(data)), source=str(path))
+    except UserError as exc:
+        print(f"loadgrid: warning: a loadgrid bug: the record written does not read back: {exc}", file=sys.stderr,
+              flush=True)
 
 
 def load(path: Path) -> RunRecord:
+    """One record, or a one-line UserError naming the file and what is wrong (never a traceback)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: cannot read run record ({exc})", exit_code=1) from None
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read run record ({exc.strerror or exc})", exit_code=1) from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a loadgrid run record (not UTF-8 text: byte {exc.start}); remove it "
+                        f"or re-run that point", exit_code=1) from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deep"
+        where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise UserError(f"{path}: not a loadgrid run record (invalid JSON{where}: {message}); remove it "
+                        f"or re-run that point", exit_code=1) from None
     return RunRecord.from_dict(data, source=str(path))
 
 
@@ -187,21 +654,22 @@ COMPANION_SUFFIXES = (".stats.json", ".window.json", ".telemetry.json")
 def record_paths(output_dir: Path) -> list[Path]:
     """Every run record under `output_dir/<variant>/`: `<m>_<u>_<s>.json`, not its companions."""
     return sorted(p for p in output_dir.glob("*/*.json")
-                  if not p.name.endswith(COMPANION_SUFFIXES) and not p.name.startswith("."))
+                  if not p.name.endswith(COMPANION_SUFFIXES) and not p.name.startswith(".") and p.is_file())
 
 
 def finished_points(output_dir: Path, fingerprints: dict[str, str], retry_failed: bool) -> set[str]:
     """Ids of planned points that need no new run: a finished record with the same fingerprint.
 
     --resume keeps every finished measurement (valid or not, and failed ones); --retry-failed keeps only
-    the valid ones, so failed and invalid points run again. Interrupted runs always run again.
+    the valid ones, so failed and invalid points run again. Interrupted runs always run again, and so does
+    a point whose record does not load (another schema, wrong types, not JSON): it is not trusted as done.
     """
     done = set()
     for path in record_paths(output_dir) if output_dir.is_dir() else []:
         try:
             record = load(path)
         except UserError:
-            continue  # unreadable or another schema: run the point again rather than trust it
+            continue
         if fingerprints.get(record.id) != record.fingerprint or record.status == "interrupted":
             continue
         if retry_failed and not (record.status == "completed" and record.validity.valid):
@@ -210,8 +678,60 @@ def finished_points(output_dir: Path, fingerprints: dict[str, str], retry_failed
     return done
 
 
-def load_all(output_dir: Path) -> list[RunRecord]:
+@dataclass
+class Loaded:
+    """What a folder held: the records that loaded, and one line for each that did not."""
+
+    records: list[RunRecord]
+    problems: list[str]
+
+
+def load_folder(output_dir: Path) -> Loaded:
+    """Every readable record, and a line per unreadable one; a folder with records none of which load is
+    bad input (exit 2): there is nothing to report from."""
     if not output_dir.is_dir():
         raise UserError(f"{output_dir}: no such output folder; run the grid first or pass the right folder",
                         exit_code=1)
-    return [load(p) for p in record_paths(output_dir)]
+    records, problems = [], []
+    for path in record_paths(output_dir):
+        try:
+            records.append(load(path))
+        except UserError as exc:
+            problems.append(str(exc))
+    if problems and not records:
+        raise UserError(problems[0], exit_code=2,
+                        more=[*problems[1:], f"{output_dir}: no readable run record; nothing to report"])
+    return Loaded(records, problems)
+
+
+_skipping = contextvars.ContextVar("skipping_bad_records", default=False)
+
+
+@contextlib.contextmanager
+def skipping_bad_records():
+    """Inside: `load_all` skips a record that does not load, with one warning line on stderr, and renders the
+    rest (`loadgrid report`, the pages after a run). Outside it a bad record is an error (`compare`)."""
+    token = _skipping.set(True)
+    try:
+        yield
+    finally:
+        _skipping.reset(token)
+
+
+def load_all(output_dir: Path) -> list[RunRecord]:
+    """The folder's records: a bad one raises its one-line UserError, or inside `skipping_bad_records` is
+    skipped with a warning line (a folder where none loads is still an error, exit 2)."""
+    if not _skipping.get():
+        if not output_dir.is_dir():
+            load_folder(output_dir)  # its message
+        return [load(p) for p in record_paths(output_dir)]
+    found = load_folder(output_dir)
+    for line in found.problems:
+        print(f"loadgrid: warning: skipped {line}", file=sys.stderr, flush=True)
+    return found.records
+
+
+__all__ = ["SCHEMA_VERSION", "RunRecord", "LoadReport", "StackReport", "ReplicaReport", "Incident", "Validity",
+           "Window", "WholeRun", "Generator", "GeneratorLag", "OpenLoop", "Stop", "Telemetry", "Payload",
+           "Quiesce", "Readiness", "Bottleneck", "write", "write_atomic", "load", "load_all",
+           "load_folder", "finished_points", "record_paths", "update_to_2", "plain_file_name"]

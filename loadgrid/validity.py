@@ -7,7 +7,7 @@ died or restarted, fewer replicas than planned, failed requests, or a GPU run wh
 from __future__ import annotations
 
 from .stack import Replica
-from .store import Incident, LoadReport, ReplicaReport, Validity
+from .store import Generator, Incident, LoadReport, OpenLoop, ReplicaReport, Stop, Validity
 
 GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 
@@ -30,7 +30,7 @@ def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: 
             share = 100.0 * load.failures / load.requests
             top = max(load.failure_messages, key=load.failure_messages.get) if load.failure_messages else "?"
             reasons.append(f"{load.failures} of {load.requests} requests failed ({share:.1f}%), mostly: {top}")
-        if load.window and load.window.get("start_at") is None and load.requests:
+        if load.window and load.window.start_at is None and load.requests:
             reasons.append("users were still spawning when the run ended, so no steady state was measured; "
                            "lengthen run_time or raise the spawn rate")
         client_bound, why = generator_bound(load.generator, client_cpu_limit_pct,
@@ -74,8 +74,8 @@ def another_client(load: LoadReport, reports: list[ReplicaReport]) -> tuple[list
     counted = [r.requests_served for r in reports if r.requests_served is not None]
     if not counted:
         return [], "another client: not judged (replicas report no request counter)"
-    whole = load.whole_run or {}
-    sent = whole.get("requests") if whole.get("requests") is not None else load.requests
+    whole = load.whole_run
+    sent = whole.requests if whole and whole.requests is not None else load.requests
     served = sum(counted)
     extra = served - sent
     if served > sent * (1 + SERVED_TOLERANCE_SHARE) + SERVED_TOLERANCE_ABS:
@@ -105,22 +105,22 @@ def replicas_before_problems(expected: int, before: list[Replica]) -> list[str]:
 
 def outside_window_failures(load: LoadReport) -> list[str]:
     """Failures outside the window (ramp-up, warm-up) are whole_run's failures minus the window's."""
-    whole = (load.whole_run or {}).get("failures")
-    if whole is None:
+    whole = load.whole_run
+    if whole is None or whole.failures is None:
         return []
-    outside = whole - load.failures
+    outside = whole.failures - load.failures
     if outside <= 0:
         return []
-    messages = (load.whole_run or {}).get("failures_before_window") or {}
+    messages = whole.failures_before_window
     top = f", mostly: {max(messages, key=messages.get)}" if messages else ""
     return [f"{outside} requests failed before the measurement window (ramp-up/warm-up){top}"]
 
 
 def window_too_short(load: LoadReport, run_time_s: float | None, ramp_up_s: float, measured_whole: bool) -> list[str]:
     """A window too short or too small to report: under half the run after ramp-up, or under MIN_WINDOW_REQUESTS."""
-    if run_time_s is None or not load.requests or (load.window and load.window.get("start_at") is None):
+    if run_time_s is None or not load.requests or (load.window and load.window.start_at is None):
         return []
-    duration = (load.window or {}).get("duration_s") or load.duration_s
+    duration = (load.window.duration_s if load.window else None) or load.duration_s
     need_s = 0.0 if measured_whole else MIN_WINDOW_SHARE * max(0.0, run_time_s - ramp_up_s)
     if load.requests >= MIN_WINDOW_REQUESTS and duration >= need_s:
         return []
@@ -151,29 +151,30 @@ def lag_limit_ms(latency_p50_ms: float | None) -> float:
     return max(LAG_FLOOR_MS, LAG_SHARE * (latency_p50_ms or 0.0))
 
 
-def generator_bound(generator: dict, limit_pct: float, latency_p50_ms: float | None = None) -> tuple[bool, str]:
+def generator_bound(generator: Generator | dict | None, limit_pct: float,
+                    latency_p50_ms: float | None = None) -> tuple[bool, str]:
     """Was the load generator itself the bottleneck? Its CPU over the window against the limit (as a share
     of the cores it can use), and its own lag (how late its event loop woke) against the measured latency."""
-    generator = generator or {}
-    used = generator.get("cpu_pct_mean")
-    cores = generator.get("cores", 1)
+    generator = Generator.of(generator) or Generator()
+    used = generator.cpu_pct_mean
+    cores = generator.cores if generator.cores is not None else 1
     if used is not None and used > limit_pct:
         return True, (f"client-bound: Locust used {used:.0f}% of the {cores} core(s) it can use (limit "
                       f"{limit_pct:.0f}%), so the numbers measure the load generator; raise locust_processes "
                       "or give it more cores")
-    lag = generator.get("lag_ms") or {}
-    if lag.get("p99") is not None and (lag.get("samples") or 0) >= LAG_MIN_SAMPLES:
+    lag = generator.lag_ms
+    if lag is not None and lag.p99 is not None and (lag.samples or 0) >= LAG_MIN_SAMPLES:
         limit = lag_limit_ms(latency_p50_ms)
-        over = lag.get("over_limit") if lag.get("limit_ms") == round(limit, 2) else None
-        if lag["p99"] > limit and (over is None or over >= LAG_MIN_OVER):
+        over = lag.over_limit if lag.limit_ms == round(limit, 2) else None
+        if lag.p99 > limit and (over is None or over >= LAG_MIN_OVER):
             cpu = f"{used:.0f}%" if used is not None else "unmeasured"
-            late = f"{over} of {lag['samples']}" if over is not None else f"p99 of {lag['samples']}"
-            return True, (f"client-bound: Locust's event loop woke late (lag p99 {lag['p99']:.1f} ms, max "
-                          f"{lag.get('max', 0):.1f} ms; {late} wake-ups later than {limit:.1f} ms, the limit "
+            late = f"{over} of {lag.samples}" if over is not None else f"p99 of {lag.samples}"
+            return True, (f"client-bound: Locust's event loop woke late (lag p99 {lag.p99:.1f} ms, max "
+                          f"{lag.max or 0:.1f} ms; {late} wake-ups later than {limit:.1f} ms, the limit "
                           f"max({LAG_FLOOR_MS:g} ms, {LAG_SHARE:.0%} of p50 {latency_p50_ms or 0:.1f} ms)) while "
                           f"its CPU was {cpu}: it was starved or busy, so its timestamps are late; give it a core "
                           "of its own or raise locust_processes")
-    if generator.get("locust_cpu_warning"):
+    if generator.locust_cpu_warning:
         return True, "client-bound: Locust warned that its CPU usage was above 90%"
     return False, ""
 
@@ -185,38 +186,40 @@ LATE_SHARE = 0.10
 LATE_MIN = 10
 
 
-def open_loop_problems(open_loop: dict) -> tuple[list[str], bool]:
+def open_loop_problems(open_loop: OpenLoop | dict | None) -> tuple[list[str], bool]:
     """Reasons an open-loop run does not show the server at its intended rate; True when the generator lagged."""
+    open_loop = OpenLoop.of(open_loop)
     if not open_loop:
         return [], False
-    if open_loop.get("error"):
-        return [f"open loop: {open_loop['error']}"], False
+    if open_loop.error:
+        return [f"open loop: {open_loop.error}"], False
     reasons = []
     behind = False
-    rate = open_loop.get("intended_rate") or 0
-    scheduled = open_loop.get("scheduled") or 0
-    if open_loop.get("dropped"):
-        reasons.append(f"{open_loop['dropped']} of {scheduled} scheduled requests were dropped, not sent: all "
-                       f"{open_loop.get('max_in_flight')} in-flight slots were busy (the server fell behind "
+    rate = open_loop.intended_rate or 0
+    scheduled = open_loop.scheduled or 0
+    if open_loop.dropped:
+        reasons.append(f"{open_loop.dropped} of {scheduled} scheduled requests were dropped, not sent: all "
+                       f"{open_loop.max_in_flight} in-flight slots were busy (the server fell behind "
                        f"{rate:g} req/s)")
-    sent = open_loop.get("sent") or 0
-    late = open_loop.get("late") or 0
-    achieved, planned = open_loop.get("achieved_rate") or 0.0, open_loop.get("scheduled_rate") or 0.0
+    sent = open_loop.sent or 0
+    late = open_loop.late or 0
+    achieved, planned = open_loop.achieved_rate or 0.0, open_loop.scheduled_rate or 0.0
     lagged = late > LATE_SHARE * sent and late >= LATE_MIN
-    if sent and (lagged or (not open_loop.get("dropped") and achieved < ACHIEVED_SHARE * planned)):
+    if sent and (lagged or (not open_loop.dropped and achieved < ACHIEVED_SHARE * planned)):
         behind = True
         reasons.append(f"client-bound: the load generator fell behind its schedule ({achieved:g} of {planned:g} "
-                       f"req/s sent, {late} of {sent} requests more than {open_loop.get('late_tolerance_ms'):g} ms "
+                       f"req/s sent, {late} of {sent} requests more than {open_loop.late_tolerance_ms:g} ms "
                        f"late); raise locust_processes or lower the rate")
     return reasons, behind
 
 
-def stop_problems(stop: dict) -> list[str]:
+def stop_problems(stop: Stop | dict | None) -> list[str]:
     """A run that should have stopped after N requests per user, but the run_time cap ended it first."""
-    if not stop or stop.get("by") != "time":
+    stop = Stop.of(stop)
+    if not stop or stop.by != "time":
         return []
-    return [f"the run_time cap ended the run before every user sent its {stop['requests_per_user']} requests "
-            f"({stop['users_finished']} of {stop['users']} users finished, {stop['requests_sent']} requests sent); "
+    return [f"the run_time cap ended the run before every user sent its {stop.requests_per_user} requests "
+            f"({stop.users_finished} of {stop.users} users finished, {stop.requests_sent} requests sent); "
             f"raise run_time"]
 
 

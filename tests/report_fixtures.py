@@ -161,7 +161,7 @@ def open_run(variant: str, models: int, rate: float, rps: float | None, p50: flo
         r.load.open_loop = {"arrival": "constant", "intended_rate": rate, "achieved_rate": rate, "dropped": dropped,
                             "processes": processes}
         if intended_p95 is not None:
-            r.load.open_loop["latency_intended_ms"] = {"p50": p50 * 1.2, "p95": intended_p95,
+            r.load.open_loop.latency_intended_ms = {"p50": p50 * 1.2, "p95": intended_p95,
                                                        "p99": intended_p95 * 1.2}
         r.load.window_thirds = [{"requests": int(rps * 20), "p50": p50, "p95": p95, "rps": rps}] * 3
     return r

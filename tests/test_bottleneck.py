@@ -10,7 +10,7 @@ import pytest
 from report_fixtures import run
 
 from loadgrid import analysis, bottleneck, report, run_page, store
-from loadgrid.store import Incident, RunRecord
+from loadgrid.store import GeneratorLag, Incident, RunRecord
 
 # A 2-core machine: replicas m1, m2 (no CPU limit: the host's 2 cores each), gateway (no limit), Locust 1 core.
 
@@ -103,10 +103,10 @@ def test_generator_client_bound_and_lag():
     assert "client-bound: Locust used 85%" in d["detail"]
     # lag recorded (by the generator's lag sampler): named in the detail, and material lag alone is enough
     r = record()
-    r.load.generator["lag_ms"] = {"p50": 1.0, "p99": 12.0, "max": 30.0, "samples": 500, "interval_ms": 20}
+    r.load.generator.lag_ms = GeneratorLag(p50=1.0, p99=12.0, max=30.0, samples=500, interval_ms=20)
     d = bottleneck.diagnose(r)
     assert d["kind"] == "generator" and "lag p99 12 ms against a p50 of 70 ms" in d["detail"]
-    r.load.generator["lag_ms"]["p99"] = 0.5  # under the floor and 5% of the p50: not the limit
+    r.load.generator.lag_ms.p99 = 0.5  # under the floor and 5% of the p50: not the limit
     assert kind(r) == "none found"
     assert any("lag p99 0.5 ms" in c for c in bottleneck.diagnose(r)["checked"])
 
@@ -172,13 +172,13 @@ def test_stored_in_the_record_and_an_old_record_without_it_still_loads(tmp_path)
     r.bottleneck = bottleneck.diagnose(r)
     path = tmp_path / "cpu" / "2_16_4.json"
     store.write(r, path)
-    assert store.load(path).bottleneck["kind"] == "host"
+    assert store.load(path).bottleneck.kind == "host"
     data = json.loads(path.read_text())
     del data["bottleneck"]
     path.write_text(json.dumps(data))
     old = store.load(path)
-    assert old.bottleneck == {}
-    assert bottleneck.of(old)["kind"] == "host"  # diagnosed from its stored telemetry
+    assert old.bottleneck is None  # schema 2: an absent sub-record is None (schema 1 wrote {})
+    assert bottleneck.of(old).kind == "host"  # diagnosed from its stored telemetry
 
 
 def host_limited_grid() -> list[RunRecord]:
