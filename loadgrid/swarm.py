@@ -276,6 +276,12 @@ class SwarmStack(ComposeStack):
                 # a task's container gone while Swarm reschedules it: poll again within the same bound
                 pause(POLL_S)
 
+    def run_health_test(self, replica: Replica) -> bool:
+        """Not run ahead of Docker here: Swarm adds a task to its service's DNS (what the gateway resolves) only
+        once Docker's own check said healthy, so a task is ready when Docker says so (its first check comes one
+        healthcheck interval after start)."""
+        return False
+
     def _service_exists(self) -> bool:
         return bool(_run(["docker", "service", "ls", "--quiet", "--filter", f"name={self.swarm_service}"],
                          timeout=30).stdout.split())
