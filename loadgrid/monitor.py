@@ -46,6 +46,8 @@ class Telemetry:
     host_cores: int | None = None
     host_absent_reason: str | None = None
     limits: dict[str, dict] = field(default_factory=dict)
+    # containers of the stack this engine cannot sample (a swarm task on another node): {name: why}
+    unreached: dict[str, str] = field(default_factory=dict)
 
     def summary(self, window: tuple[float, float] | None = None) -> dict:
         """Means and maxima; with `window` (start, end as epoch seconds: the measurement window) only the CPU
@@ -83,6 +85,8 @@ class Telemetry:
                            "interval": "measurement window" if inside else "whole run"}
         if self.host_absent_reason:
             out["host_absent"] = self.host_absent_reason
+        if self.unreached:
+            out["containers_unreached"] = dict(sorted(self.unreached.items()))
         return out
 
 

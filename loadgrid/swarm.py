@@ -27,6 +27,7 @@ import yaml
 
 from . import store
 from .errors import UserError
+from .monitor import ContainerEvent, Monitor
 from .stack import ComposeStack, Replica, StackError, _replica, _run
 
 STACK_LABEL = "com.docker.stack.namespace"  # on every service, network and task container of a stack
@@ -348,10 +349,21 @@ class SwarmStack(ComposeStack):
 
     def monitor(self, gpu: bool = False):
         """Events and stats of this stack's task containers on this node (their labels are Swarm's)."""
-        from .monitor import Monitor
+        monitor = SwarmMonitor(self, gpu)
+        monitor.telemetry.unreached = self.unreached()
+        return monitor
 
-        return Monitor(self.project, self.service, gpu=gpu, project_label=STACK_LABEL,
-                       service_label=SWARM_SERVICE_LABEL)
+    def unreached(self) -> dict[str, str]:
+        """The stack's running tasks on other nodes: their containers' stats and events are that node's engine's,
+        which loadgrid does not reach (the record says so instead of leaving them out silently)."""
+        here = _run(["docker", "info", "--format", "{{.Swarm.NodeID}}"], timeout=30, check=False).stdout.strip()
+        nodes = self._node_names()
+        proc = _run(["docker", "stack", "ps", "--no-trunc", "--filter", "desired-state=running", "--format",
+                     "{{.Name}} {{.Node}}", self.project], timeout=30, check=False)
+        here_name = nodes.get(here, here)
+        return {name: f"runs on node {node}, whose engine loadgrid does not reach (only {here_name}'s)"
+                for name, _, node in (line.partition(" ") for line in proc.stdout.splitlines())
+                if node and node != here_name}
 
     def down(self) -> None:
         """`docker stack rm`, waited until no service, network or container of the stack is left (bounded);
@@ -376,3 +388,51 @@ class SwarmStack(ComposeStack):
                 continue  # not a manager (any more): no services to wait for
             found += [f"{kind} {item[:12]}" for item in proc.stdout.split()]
         return found
+
+
+class SwarmMonitor(Monitor):
+    """The engine's events and stats of the task containers on this node (Swarm's labels), and on exit the task
+    state changes of the scaled service on every node: a task that failed during the run is an incident even
+    where its container's events are another engine's."""
+
+    def __init__(self, stack: SwarmStack, gpu: bool = False, **kwargs):
+        super().__init__(stack.project, stack.service, gpu=gpu, project_label=STACK_LABEL,
+                         service_label=SWARM_SERVICE_LABEL, **kwargs)
+        self.stack = stack
+
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        found = task_events(self.stack.tasks(), self.started_at, self.service, self.stack.swarm_service)
+        with self._lock:
+            seen = {e.container for e in self.events}
+            self.events += [e for e in found if e.container not in seen]
+
+
+def task_events(tasks: list[dict], since: float, service: str, swarm_service: str) -> list[ContainerEvent]:
+    """One "die" event per task that failed (or was rejected) at or after `since` (epoch seconds), from Swarm's
+    task state: its container, slot and exit code."""
+    found = []
+    for task in tasks:
+        status = task.get("Status") or {}
+        at = _epoch(status.get("Timestamp", ""))
+        if status.get("State") not in ("failed", "rejected") or at is None or at < since:
+            continue
+        container = status.get("ContainerStatus") or {}
+        code = container.get("ExitCode")
+        found.append(ContainerEvent(time=at, container=(container.get("ContainerID") or task.get("ID", ""))[:12],
+                                    name=f"{swarm_service}.{task.get('Slot')}", service=service,
+                                    action="die", exit_code=int(code) if code not in (None, "") else None))
+    return found
+
+
+def _epoch(stamp: str) -> float | None:
+    """An engine timestamp (RFC 3339 with nanoseconds, e.g. 2026-12-02T20:29:10.123456789Z) as epoch seconds."""
+    from datetime import datetime
+
+    head, _, frac = stamp.rstrip("Z").partition(".")
+    try:
+        whole = datetime.fromisoformat(head + "+00:00").timestamp()
+    except ValueError:
+        return None
+    digits = "".join(ch for ch in frac if ch.isdigit())
+    return whole + (int(digits) / 10 ** len(digits) if digits else 0.0)

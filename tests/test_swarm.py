@@ -282,13 +282,51 @@ def test_monitor_watches_a_stacks_task_containers_by_swarms_labels(monkeypatch):
     task = FakeContainer("lg-cpu_model.1.x", frames_v2(3), attrs={"Config": {"Labels": labels}, "HostConfig": {}})
     client = SwarmDocker([task], [died])
     monkeypatch.setattr("docker.from_env", lambda **kwargs: client)
+    failed_elsewhere = {"ID": "t9", "Slot": 2, "DesiredState": "shutdown", "NodeID": "n2",
+                        "Status": {"State": "failed", "Timestamp": "2999-01-01T00:00:00.5Z",
+                                   "ContainerStatus": {"ContainerID": "ffee" * 16, "ExitCode": 139}}}
+    monkeypatch.setattr(swarm, "_run", swarm_cli({
+        ("docker", "info"): "n1\n", ("docker", "node", "ls"): "n1 alpha\nn2 beta\n",
+        ("docker", "stack", "ps"): "lg-cpu_model.1 alpha\nlg-cpu_model.2 beta\nlg-cpu_gateway.1 alpha\n",
+        ("docker", "service", "ps"): "t9\n", ("docker", "inspect", "--type", "task"): json.dumps([failed_elsewhere])}))
     mon = SwarmStack("lg-cpu", (ROOT / "docker-compose.yml",), "model").monitor()
     with mon:
         assert wait_until(lambda: len(mon.telemetry.containers.get("lg-cpu_model.1.x", [])) == 3 and mon.events)
     assert client.filters == [{"type": "container", "label": "com.docker.stack.namespace=lg-cpu"},
                               {"label": "com.docker.stack.namespace=lg-cpu"}]
-    assert [(e.action, e.exit_code, e.service) for e in mon.replica_events()] == [("die", 137, "model")]
-    assert mon.telemetry.summary()["containers"]["lg-cpu_model.1.x"]["service"] == "model"
+    # the engine's event here, and the task that failed on the other node from Swarm's task state
+    assert [(e.action, e.exit_code, e.service, e.name) for e in mon.replica_events()] == [
+        ("die", 137, "model", "lg-cpu_model.1.x"), ("die", 139, "model", "lg-cpu_model.2")]
+    summary = mon.telemetry.summary()
+    assert summary["containers"]["lg-cpu_model.1.x"]["service"] == "model"
+    # what runs on another node is said, not left out
+    assert list(summary["containers_unreached"]) == ["lg-cpu_model.2"]
+    assert "runs on node beta" in summary["containers_unreached"]["lg-cpu_model.2"]
+
+
+def swarm_cli(answers: dict[tuple[str, ...], str]):
+    def run(cmd, *, timeout, env=None, check=True, log_path=None):
+        for prefix, out in answers.items():
+            if tuple(cmd[:len(prefix)]) == prefix:
+                return subprocess.CompletedProcess(cmd, 0, out, "")
+        raise AssertionError(cmd)
+    return run
+
+
+def test_task_events_are_the_tasks_that_failed_during_the_run():
+    def task(state, stamp, code=1):
+        return {"ID": "t" + stamp[-4:], "Slot": 1, "Status": {"State": state, "Timestamp": stamp,
+                "ContainerStatus": {"ContainerID": "c" + stamp[-4:-1] * 10, "ExitCode": code}}}
+
+    since = swarm._epoch("2026-12-02T20:00:00Z")
+    assert since == 1796241600.0 and swarm._epoch("2026-12-02T20:00:00.250000000Z") == since + 0.25
+    tasks = [task("failed", "2026-12-02T19:59:59.9Z"), task("failed", "2026-12-02T20:00:01.123Z", 137),
+             task("shutdown", "2026-12-02T20:00:02.000Z"), task("rejected", "2026-12-02T20:00:03.000Z", None),
+             task("running", "2026-12-02T20:00:04.000Z")]
+    found = swarm.task_events(tasks, since, "model", "lg_model")
+    assert [(e.exit_code, e.name, round(e.time - since, 3)) for e in found] == [(137, "lg_model.1", 1.123),
+                                                                                (None, "lg_model.1", 3.0)]
+    assert swarm._epoch("not a time") is None
 
 
 def test_compose_monitor_is_unchanged():
