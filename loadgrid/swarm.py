@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import ipaddress
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,15 @@ def refusals(model: dict, files: str) -> list[str]:
             found.append(f"{where}: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not read by "
                          "docker stack deploy; remove, or move under deploy: (see the compose file reference)")
     return found
+
+
+def dropped_addresses(model: dict) -> list[str]:
+    """The loopback port bindings Swarm cannot honour (rendered without their address), one warning line each."""
+    return [f"backend: swarm: service {name} publishes {port['host_ip']}:{port.get('published')}; Swarm cannot bind "
+            f"an address, so port {port.get('published')} is published on every interface of the node"
+            for name, service in sorted((model.get("services") or {}).items())
+            for port in service.get("ports") or [] if isinstance(port, dict) and port.get("host_ip")
+            and _loopback(port["host_ip"])]
 
 
 def _loopback(host_ip: str) -> bool:
@@ -216,6 +226,8 @@ class SwarmStack(ComposeStack):
         if found:
             raise UserError.of(found)
         self._nodes = len(_run(["docker", "node", "ls", "--quiet"], timeout=30).stdout.split())
+        for line in dropped_addresses(model):  # the run goes on: said once, as the compose lint's warnings are
+            print(f"loadgrid: warning: {line}", file=sys.stderr, flush=True)
         if self._nodes > 1 and not self.registry:
             raise UserError(f"backend: swarm: the swarm has {self._nodes} nodes and the images are only on this "
                             "one; set registry: to a registry every node can pull from (e.g. registry:5000)")

@@ -130,6 +130,9 @@ def test_a_host_address_binding_is_refused_but_loopback_is_dropped():
     assert "10.1.2.3:9000 binds a host address" in line and '"9000:8000"' in line
     for loopback in ("127.0.0.1", "::1", "localhost"):
         assert swarm.refusals(with_service(ports=[{**port, "host_ip": loopback}]), "c.yml") == []
+    # ... and said: the port is then on every interface
+    [warning] = swarm.dropped_addresses(MODEL)
+    assert "gateway publishes 127.0.0.1:18099" in warning and "every interface" in warning
 
 
 def test_keys_stack_deploy_would_ignore_are_refused():
