@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import ROOT, free_port
 from test_e2e_docker import write_config
+from test_honest_runs_docker import orchestrate, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -35,7 +36,7 @@ def networks() -> set[str]:
     return set(docker("network", "ls", "--format", "{{.Name}}").stdout.split())
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def single_node_swarm() -> Iterator[None]:
     state, manager = swarm_state()
     if state == "active" and manager != "true":
@@ -68,6 +69,15 @@ def stack_leftovers(project: str) -> dict[str, list[str]]:
         "containers": docker("ps", "-aq", "--filter", f"{STACK_LABEL}={project}").stdout.split()
         + docker("ps", "-aq", "--filter", f"name={project}_").stdout.split(),
     }
+
+
+def remove_stack(project: str) -> None:
+    """After a failed run: the stack removed (bounded wait) before the swarm is left; nothing when none is left."""
+    if any(stack_leftovers(project).values()):
+        docker("stack", "rm", project)
+        deadline = time.monotonic() + 120
+        while any(stack_leftovers(project).values()) and time.monotonic() < deadline:
+            time.sleep(0.5)  # pacing between polls of a bounded loop
 
 
 def test_tiny_grid_on_a_single_node_swarm(tmp_path, single_node_swarm):
@@ -112,8 +122,36 @@ def test_tiny_grid_on_a_single_node_swarm(tmp_path, single_node_swarm):
         assert stack_leftovers(f"{project}-cpu") == {"services": [], "networks": [], "containers": []}
     finally:
         print(f"swarm grid: {time.monotonic() - started:.0f} s")
-        if any(stack_leftovers(f"{project}-cpu").values()):  # a failed run: clean up before the swarm is left
-            docker("stack", "rm", f"{project}-cpu")
-            deadline = time.monotonic() + 120
-            while any(stack_leftovers(f"{project}-cpu").values()) and time.monotonic() < deadline:
-                time.sleep(0.5)  # pacing between polls of a bounded loop
+        remove_stack(f"{project}-cpu")
+
+
+def test_a_task_killed_mid_run_invalidates_that_run_and_the_next_size_is_whole(tmp_path, single_node_swarm):
+    project = "lgtest-swarm-kill"
+    output = tmp_path / "reports"
+    config = write_config(tmp_path / "config.yaml", output, free_port(), project, backend="swarm",
+                          num_models_list="[2]", num_users_list="[4, 6]", spawn_rate_list="[4]", run_time="12s")
+    proc = orchestrate(config)
+    try:
+        wait_for(lambda: (output / "cpu" / "2_4_4.locust.log").exists(), 600, "the first run to start")
+        label = f"label=com.docker.swarm.service.name={project}-cpu_model"
+        victim = docker("ps", "-q", "--filter", label).stdout.split()[0]
+        assert docker("kill", victim).returncode == 0
+        out, _ = proc.communicate(timeout=600)
+        left = stack_leftovers(f"{project}-cpu")  # as loadgrid left it, before any clean-up here
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        remove_stack(f"{project}-cpu")
+    assert proc.returncode == 0, out
+    killed = json.loads((output / "cpu" / "2_4_4.json").read_text())
+    assert killed["validity"]["valid"] is False
+    assert any("died during the run" in r and "137" in r for r in killed["validity"]["reasons"]), killed["validity"]
+    [incident] = killed["incidents"]
+    assert victim.startswith(incident["container"]) and incident["exit_code"] == 137
+    assert incident["last_logs"], "the dead task's last log lines are kept"
+    # Swarm replaced the task; the next run had exactly two healthy tasks again, the dead one not among them
+    after = json.loads((output / "cpu" / "2_6_4.json").read_text())
+    assert after["validity"]["valid"], after["validity"]
+    assert after["stack"]["replicas_seen"] == 2 and after["incidents"] == []
+    assert not any(victim.startswith(r["container"]) for r in after["stack"]["replicas"])
+    assert left == {"services": [], "networks": [], "containers": []}
