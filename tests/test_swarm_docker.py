@@ -8,6 +8,7 @@ is already a manager is used as it is and left so. loadgrid itself never inits o
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -17,10 +18,12 @@ import pytest
 from conftest import ROOT, free_port
 from test_e2e_docker import write_config
 from test_honest_runs_docker import orchestrate, wait_for
+from test_interrupts_docker import Orchestrator
 
 pytestmark = pytest.mark.docker
 
 STACK_LABEL = "label=com.docker.stack.namespace"
+SWARM_NETWORKS = {"docker_gwbridge", "ingress"}  # what `docker swarm init` adds to the engine
 
 
 def docker(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -155,3 +158,20 @@ def test_a_task_killed_mid_run_invalidates_that_run_and_the_next_size_is_whole(t
     assert after["stack"]["replicas_seen"] == 2 and after["incidents"] == []
     assert not any(victim.startswith(r["container"]) for r in after["stack"]["replicas"])
     assert left == {"services": [], "networks": [], "containers": []}
+
+
+def test_ctrl_c_mid_run_removes_the_whole_stack(tmp_path, single_node_swarm):
+    project = "lgtest-swarm-int"
+    output = tmp_path / "reports"
+    config = write_config(tmp_path / "config.yaml", output, free_port(), project, backend="swarm",
+                          num_models_list="[2]", num_users_list="[2]", spawn_rate_list="[2]", run_time="20s")
+    run = Orchestrator("--config", str(config))
+    try:
+        run.wait_for_line("run 1/1 cpu/2_2_2 (")
+        run.proc.send_signal(signal.SIGINT)
+        assert run.finish() == 130, run.lines
+        left = stack_leftovers(f"{project}-cpu")  # as loadgrid left it
+    finally:
+        remove_stack(f"{project}-cpu")
+    assert left == {"services": [], "networks": [], "containers": []}, run.lines
+    assert json.loads((output / "cpu" / "2_2_2.json").read_text())["status"] == "interrupted"
