@@ -41,9 +41,10 @@ POLL_S = 0.25
 KEPT = {"image", "command", "entrypoint", "environment", "healthcheck", "networks", "volumes", "working_dir",
         "user", "labels", "deploy", "configs", "secrets", "hostname", "stop_grace_period", "stop_signal",
         "ulimits", "sysctls", "cap_add", "cap_drop", "init", "read_only", "tmpfs", "extra_hosts", "dns",
-        "logging", "ports"}
+        "logging", "ports", "tty", "stdin_open"}
 # Keys Swarm has no use for: loadgrid does their work itself (build, start order) or Swarm does it its way.
-DROPPED = {"build", "depends_on", "pull_policy", "restart", "profiles", "container_name"}
+# (`expose` only documents a port: every port is open on the stack's network.)
+DROPPED = {"build", "depends_on", "pull_policy", "restart", "profiles", "container_name", "expose"}
 HEALTHCHECK_KEYS = {"test", "interval", "timeout", "retries", "start_period", "disable"}
 LOOPBACK = ("localhost",)
 
@@ -247,11 +248,13 @@ class SwarmStack(ComposeStack):
     def build(self, log_path: Path, timeout_s: float = 3600) -> None:
         super().build(log_path, timeout_s)
         if self.deploy_registry:
-            for spec in (self.model().get("services") or {}).values():
+            # every node pulls what it runs from the registry: tag and push each service's image there
+            for name, spec in sorted((self.model().get("services") or {}).items()):
                 if spec.get("image"):
                     target = registry_image(self.deploy_registry, spec["image"])
                     _run(["docker", "tag", spec["image"], target], timeout=60)
-                    _run(["docker", "push", target], timeout=timeout_s, log_path=log_path.with_suffix(".push.log"))
+                    _run(["docker", "push", target], timeout=timeout_s,
+                         log_path=log_path.with_name(f"push-{name}.log"))
 
     def deploy(self, replicas: int) -> None:
         rendered = render(self.model(), self.service, replicas, self.deploy_registry)
@@ -264,8 +267,9 @@ class SwarmStack(ComposeStack):
 
     def scale(self, replicas: int, timeout_s: int, clock: Callable[[], float] = time.monotonic) -> list[Replica]:
         """Deploy the stack (first size) or `docker service scale` the service, then wait, bounded, until exactly
-        `replicas` tasks run and are healthy (a task's health: its container's health check, which loadgrid also
-        runs itself while Docker says "starting", as on Compose)."""
+        `replicas` tasks run and are healthy (a task's health: its container's health check, see
+        run_health_test). No gateway restart as on Compose: the gateway resolves the service's name every 2 s,
+        and the warm-up requests that follow wait until every task answers through it."""
         deadline = clock() + timeout_s
         self._tasks_before = {t["ID"] for t in self.tasks()}
         if not self._service_exists():
@@ -296,8 +300,10 @@ class SwarmStack(ComposeStack):
         return False
 
     def _service_exists(self) -> bool:
-        return bool(_run(["docker", "service", "ls", "--quiet", "--filter", f"name={self.swarm_service}"],
-                         timeout=30).stdout.split())
+        # the name filter matches prefixes (lg-cpu_model2 too): compare the names
+        names = _run(["docker", "service", "ls", "--format", "{{.Name}}", "--filter", f"name={self.swarm_service}"],
+                     timeout=30).stdout.split()
+        return self.swarm_service in names
 
     def tasks(self) -> list[dict]:
         """The scaled service's tasks, as `docker inspect` sees them (any desired state)."""
@@ -316,7 +322,8 @@ class SwarmStack(ComposeStack):
 
     def replicas(self) -> list[Replica]:
         """One Replica per task Swarm wants running, from its container (inspected on this node; a task on
-        another node from the task alone, without health), each with the node it runs on."""
+        another node from the task alone: Swarm keeps a task with a health check "starting" until it is healthy,
+        so "running" there means healthy), each with the node it runs on."""
         nodes = self._node_names()
         found = []
         for task in self.tasks():
