@@ -29,7 +29,7 @@ import yaml
 from . import store
 from .errors import UserError
 from .monitor import ContainerEvent, Monitor
-from .stack import ComposeStack, Replica, StackError, _replica, _run
+from .stack import ComposeStack, Replica, StackError, _replica, _run, describe
 
 STACK_LABEL = "com.docker.stack.namespace"  # on every service, network and task container of a stack
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"  # on task containers: <stack>_<service>
@@ -280,18 +280,21 @@ class SwarmStack(ComposeStack):
 
     def wait_healthy(self, replicas: int, timeout_s: float, clock: Callable[[], float] = time.monotonic,
                      pause: Callable[[float], None] = time.sleep) -> list[Replica]:
+        """Poll until exactly `replicas` tasks run and are ready; a task of this step that fails or is rejected
+        fails it at once with Swarm's reason (Swarm would replace it and try again, hiding why)."""
         deadline = clock() + timeout_s
         while True:
-            try:
-                return super().wait_healthy(replicas, min(timeout_s, max(0.0, deadline - clock())), clock, pause)
-            except StackError as exc:
-                failed = self.failed_tasks()
-                if failed:  # Swarm replaces a failed task: say why it failed instead of waiting for the next
-                    raise StackError(f"{exc}; failed tasks: {'; '.join(failed)}") from None
-                if clock() >= deadline:
-                    raise
-                # a task's container gone while Swarm reschedules it: poll again within the same bound
-                pause(POLL_S)
+            found = self.replicas()
+            if len(found) == replicas and all(r.ready for r in found):
+                return found
+            failed = self.failed_tasks()
+            if failed or clock() >= deadline:
+                states = ", ".join(describe(r) for r in found) or "none"
+                why = f"; failed tasks: {'; '.join(failed)}" if failed \
+                    else f" after {timeout_s:.0f} s (startup_timeout)"
+                raise StackError(f"expected {replicas} healthy {self.service} tasks, found "
+                                 f"{sum(1 for r in found if r.ready)} ({states}){why}")
+            pause(POLL_S)  # pacing between polls of a bounded loop, not synchronisation
 
     def run_health_test(self, replica: Replica) -> bool:
         """Not run ahead of Docker here: Swarm adds a task to its service's DNS (what the gateway resolves) only

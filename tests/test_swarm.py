@@ -334,3 +334,55 @@ def test_task_events_are_the_tasks_that_failed_during_the_run():
 
 def test_compose_monitor_is_unchanged():
     assert Monitor.__init__.__defaults__[-2:] == ("com.docker.compose.project", "com.docker.compose.service")
+
+
+def test_a_task_that_fails_while_a_size_starts_fails_it_with_swarms_reason(monkeypatch):
+    failed = {"ID": "tnew", "DesiredState": "shutdown", "Slot": 1,
+              "Status": {"State": "failed", "Err": "task: non-zero exit (1)"}}
+    calls = []
+
+    def run(cmd, *, timeout, env=None, check=True, log_path=None):
+        calls.append(cmd)
+        if cmd[:3] == ["docker", "service", "ls"]:
+            return subprocess.CompletedProcess(cmd, 0, "lg-cpu_model\n", "")
+        if cmd[:3] == ["docker", "service", "ps"]:
+            return subprocess.CompletedProcess(cmd, 0, "tnew\n" if any(c[:3] == ["docker", "service", "scale"]
+                                                                       for c in calls) else "", "")
+        if cmd[:4] == ["docker", "inspect", "--type", "task"]:
+            return subprocess.CompletedProcess(cmd, 0, json.dumps([failed]), "")
+        if cmd[:3] in (["docker", "service", "scale"], ["docker", "node", "ls"]):
+            return subprocess.CompletedProcess(cmd, 0, "", "")
+        raise AssertionError(cmd)
+
+    monkeypatch.setattr(swarm, "_run", run)
+    stack = SwarmStack("lg-cpu", (ROOT / "docker-compose.yml",), "model")
+    with pytest.raises(swarm.StackError, match=r"expected 1 healthy model tasks, found 0 \(none\); failed tasks: "
+                                                r"tnew failed: task: non-zero exit \(1\)"):
+        stack.scale(1, timeout_s=30)
+    assert ["docker", "service", "scale", "--detach", "lg-cpu_model=1"] in calls
+
+
+def test_down_waits_until_nothing_of_the_stack_is_left(monkeypatch):
+    left = {"n": 3}  # polls that still find a network
+    calls = []
+
+    def run(cmd, *, timeout, env=None, check=True, log_path=None):
+        calls.append(cmd)
+        if cmd[:3] == ["docker", "network", "ls"] and left["n"] > 0:
+            left["n"] -= 1
+            return subprocess.CompletedProcess(cmd, 0, "abcdef123456\n", "")
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(swarm, "_run", run)
+    SwarmStack("lg-cpu", (ROOT / "docker-compose.yml",), "model").down()
+    assert calls[0] == ["docker", "stack", "rm", "lg-cpu"] and left["n"] == 0
+    assert calls[-3:] == [[*c, "--quiet", "--filter", "label=com.docker.stack.namespace=lg-cpu"] for c in
+                          (["docker", "service", "ls"], ["docker", "network", "ls"], ["docker", "ps", "--all"])]
+
+
+def test_down_says_what_is_still_there_after_its_bound(monkeypatch):
+    monkeypatch.setattr(swarm, "DOWN_TIMEOUT_S", 0)
+    monkeypatch.setattr(swarm, "_run", lambda cmd, **kw: subprocess.CompletedProcess(
+        cmd, 0, "c0ffee000000\n" if cmd[:3] == ["docker", "ps", "--all"] else "", ""))
+    with pytest.raises(swarm.StackError, match="still there after 0s: container c0ffee000000"):
+        SwarmStack("lg-cpu", (ROOT / "docker-compose.yml",), "model").down()
