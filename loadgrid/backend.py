@@ -90,13 +90,22 @@ def compose_stack(config: Config, variant: str) -> ComposeStack:
     return ComposeStack(f"{config.project}-{variant}", files, config.service, env=env)
 
 
-# The engines a stack can run on, by the name a config's `backend` key gives (compose until it has one).
-ENGINES: dict[str, Callable[[Config, str], Stack]] = {"compose": compose_stack}
+def swarm_stack(config: Config, variant: str) -> Stack:
+    """The same files and environment as on Compose, deployed as a swarm stack (swarm.py)."""
+    from .swarm import SwarmStack
+
+    base = compose_stack(config, variant)
+    return SwarmStack(base.project, base.files, base.service, env=base.env, registry=config.registry,
+                      work_dir=config.output_dir / "swarm")
+
+
+# The engines a stack can run on, by the name a config's `backend` key gives.
+ENGINES: dict[str, Callable[[Config, str], Stack]] = {"compose": compose_stack, "swarm": swarm_stack}
 
 
 def make_stack(config: Config, variant: str) -> Stack:
     """The stack of one variant on the configured engine (not validated yet: see preflight)."""
-    name = getattr(config, "backend", "compose")  # Config has no backend key yet: Compose is the one engine
+    name = config.backend
     if name not in ENGINES:
         raise UserError(f"config: backend: {name!r} is not one of {', '.join(ENGINES)}", exit_code=2)
     return ENGINES[name](config, variant)

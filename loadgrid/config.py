@@ -68,6 +68,8 @@ class Config:
     gpu_compose_files: tuple[Path, ...] = settings.default("gpu_compose_files")
     service: str = settings.default("service")
     project: str = settings.default("project")
+    backend: str = settings.default("backend")  # compose, or swarm (loadgrid/swarm.py)
+    registry: str | None = settings.default("registry")  # swarm with more than one node: images pushed here
     output_dir: Path = settings.default("output_dir")
     # from_mapping: the key, a locustfile.py beside the config, or ours
     locustfile: Path = settings.default("locustfile")
@@ -450,6 +452,8 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
         else (target[0] if target is not None else ""),
         predict_path=errors.setting(raw, "predict_path") if target is None else target[1],
         output_dir=base / errors.setting(raw, "output_dir"),
+        backend=errors.setting(raw, "backend"),
+        registry=errors.setting(raw, "registry"),
         replica_health_path=errors.setting(raw, "replica_health_path"),
         replica_port=errors.setting(raw, "replica_port"),
         startup_timeout_s=errors.setting(raw, "startup_timeout"),

@@ -46,6 +46,8 @@ class Telemetry:
     host_cores: int | None = None
     host_absent_reason: str | None = None
     limits: dict[str, dict] = field(default_factory=dict)
+    # containers of the stack this engine cannot sample (a swarm task on another node): {name: why}
+    unreached: dict[str, str] = field(default_factory=dict)
 
     def summary(self, window: tuple[float, float] | None = None) -> dict:
         """Means and maxima; with `window` (start, end as epoch seconds: the measurement window) only the CPU
@@ -83,6 +85,8 @@ class Telemetry:
                            "interval": "measurement window" if inside else "whole run"}
         if self.host_absent_reason:
             out["host_absent"] = self.host_absent_reason
+        if self.unreached:
+            out["containers_unreached"] = dict(sorted(self.unreached.items()))
         return out
 
 
@@ -180,11 +184,16 @@ class NvmlSampler:
 
 
 class Monitor:
-    """Watch a compose project while one load run goes on."""
+    """Watch a stack's containers while one load run goes on: by Compose's labels, or the engine's own
+    (`project_label`, `service_label`: a swarm stack's task containers carry Swarm's, see swarm.SwarmStack)."""
 
     def __init__(self, project: str, service: str, gpu: bool = False, client=None, nvml=None,
-                 interval_s: float = 1.0, proc_stat: str | None = "/proc/stat"):
+                 interval_s: float = 1.0, proc_stat: str | None = "/proc/stat", project_label: str = PROJECT_LABEL,
+                 service_label: str = SERVICE_LABEL):
         import docker
+
+        self.project_label = project_label
+        self.service_label = service_label
 
         self.project = project
         self.service = service
@@ -204,14 +213,14 @@ class Monitor:
     def __enter__(self) -> Monitor:
         self.started_at = time.time()
         events = self.client.events(since=int(self.started_at) - 1, decode=True,
-                                    filters={"type": "container", "label": f"{PROJECT_LABEL}={self.project}"})
+                                    filters={"type": "container", "label": f"{self.project_label}={self.project}"})
         self._streams.append(events)
         self._spawn(self._watch_events, events)
         host = self._host_stat()
-        for container in self.client.containers.list(filters={"label": f"{PROJECT_LABEL}={self.project}"}):
+        for container in self.client.containers.list(filters={"label": f"{self.project_label}={self.project}"}):
             attrs = getattr(container, "attrs", None) or {}  # the SDK's list() inspects each container
             self.telemetry.limits[container.name] = {
-                "service": ((attrs.get("Config") or {}).get("Labels") or {}).get(SERVICE_LABEL),
+                "service": self._short(((attrs.get("Config") or {}).get("Labels") or {}).get(self.service_label)),
                 "cpu_limit_cores": cpu_limit_cores(attrs, self.telemetry.host_cores) if attrs else None}
             self._spawn(self._watch_stats, container)
         if host is not None:
@@ -235,6 +244,12 @@ class Monitor:
         for thread in self._threads:
             thread.join(timeout=5)
 
+    def _short(self, service: str | None) -> str | None:
+        """The compose service a container belongs to: a swarm task's service label is <stack>_<service>."""
+        if service and self.project_label != PROJECT_LABEL:
+            return service.removeprefix(f"{self.project}_")
+        return service
+
     def _spawn(self, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True, name=f"monitor-{target.__name__}")
         thread.start()
@@ -253,7 +268,8 @@ class Monitor:
                 with self._lock:
                     self.events.append(ContainerEvent(
                         time=event.get("timeNano", 0) / 1e9 or time.time(), container=(event.get("id") or "")[:12],
-                        name=attrs.get("name", ""), service=attrs.get(SERVICE_LABEL, ""), action=action,
+                        name=attrs.get("name", ""), service=self._short(attrs.get(self.service_label, "")) or "",
+                        action=action,
                         exit_code=int(code) if code not in (None, "") else None))
         except Exception:  # the stream is closed on exit; anything else ends watching, not the run
             return

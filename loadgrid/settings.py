@@ -216,6 +216,17 @@ def project(raw: dict, key: str) -> str:
     return value
 
 
+_REGISTRY = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?(/[a-z0-9._/-]+)?$")
+
+
+def registry(raw: dict, key: str) -> str:
+    """A registry host[:port][/path] that image names are prefixed with (no scheme, no trailing slash)."""
+    value = raw[key]
+    if not isinstance(value, str) or not _REGISTRY.match(value.strip()):
+        raise bad(key, value, "a registry such as registry.example.com:5000 (no http://, no trailing /)")
+    return value.strip()
+
+
 def choice(choices: tuple[str, ...]) -> Callable[[dict, str], str]:
     def check(raw: dict, key: str) -> str:
         if raw[key] not in choices:
@@ -282,6 +293,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("service", "model", "the compose service to scale", string, compose=True),
     Setting("project", "loadgrid", "Compose project name prefix (a -cpu or -gpu suffix is added)", project,
             compose=True),
+    Setting("backend", "compose", "the engine the stack runs on: compose, or swarm (docker stack deploy; README: "
+            "backend: swarm)", choice(("compose", "swarm")), compose=True),
+    Setting("registry", None, "swarm: the registry images are pushed to and deployed from when the swarm has more "
+            "than one node, e.g. registry.example.com:5000", registry, compose=True),
     Setting("output_dir", Path("reports"), "output folder", string, flag="--output", metavar="DIR",
             flag_value="path"),
     Setting("locustfile", Path("locustfile.py"), "the Locust user (default: a locustfile.py beside the config, "

@@ -53,6 +53,7 @@ class Replica:
     # loadgrid ran that command itself in the container and it passed, while Docker still says "starting"
     # (Docker's first check comes one interval after start; see ComposeStack.wait_healthy).
     checked: bool = False
+    node: str | None = None  # the swarm node its task runs on (None on Compose: this machine)
 
     @property
     def ready(self) -> bool:
