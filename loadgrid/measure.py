@@ -103,6 +103,7 @@ def replica_report(replica: Replica, before: dict, after: dict) -> ReplicaReport
         restart_count=replica.restart_count, provider=after.get("provider"), device=after.get("device"),
         device_name=after.get("device_name"), requests_served=served,
         cpu_threads=after.get("cpu_threads") if isinstance(after.get("cpu_threads"), int) else None,
+        node=replica.node,
     )
 
 

@@ -311,6 +311,7 @@ class ReplicaReport:
     device_name: str | None = None
     requests_served: int | None = None  # during this run, from the replica's own counter
     cpu_threads: int | None = None  # the inference threads it reports (/health cpu_threads): the cores it can use
+    node: str | None = None  # backend swarm: the node its task ran on (None on Compose: this machine)
 
 
 @dataclass

@@ -110,6 +110,7 @@ def test_tiny_grid_on_a_single_node_swarm(tmp_path, single_node_swarm):
             assert len({r["container"] for r in replicas}) == models, replicas
             assert all(r["name"].startswith(f"{project}-cpu_model.") and r["health"] == "healthy" for r in replicas)
             assert all(r["provider"] == "CPUExecutionProvider" for r in replicas)
+            assert all(r["node"] for r in replicas), replicas  # the node each task ran on
             # the gateway reached every task (the service's DNS name answers each of them), and every request
             # Locust counted was served by one of them
             assert all(r["requests_served"] > 0 for r in replicas), replicas
