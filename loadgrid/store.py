@@ -76,10 +76,6 @@ class SubRecord:
     __hash__ = None
 
 
-def _compact(data: dict) -> dict:
-    return {k: v for k, v in data.items() if v is not None}
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, SubRecord):
         return value.to_dict()
