@@ -200,21 +200,24 @@ def measure(target: TargetProcess, users: int, processes: int, run_time_s: int, 
     lat = result.latency_ms
     ideal = users / (delay_ms / 1000)
     from loadgrid import validity
+    from loadgrid.store import Generator, GeneratorLag, WholeRun
 
     bound, why = validity.generator_bound(result.generator, 60.0, lat.get("p50"))
-    lag = result.generator.get("lag_ms") or {}
+    gen = result.generator or Generator()
+    lag = gen.lag_ms or GeneratorLag()
+    whole = result.whole_run or WholeRun()
     return {
-        "lag_p50": lag.get("p50"), "lag_p99": lag.get("p99"), "lag_max": lag.get("max"),
-        "lag_samples": lag.get("samples"), "client_bound": bound, "why": why,
+        "lag_p50": lag.p50, "lag_p99": lag.p99, "lag_max": lag.max, "lag_samples": lag.samples,
+        "client_bound": bound, "why": why,
         "users": users, "processes": processes, "requests": result.requests, "failures": result.failures,
         "window_s": result.duration_s, "p50": lat["p50"], "p95": lat["p95"], "mean": lat["mean"],
-        "whole_p50": (result.whole_run.get("latency_ms") or {}).get("p50"),
+        "whole_p50": whole.latency_ms.get("p50"),
         "p50_err": lat["p50"] - delay_ms, "p95_err": lat["p95"] - delay_ms, "rps": result.rps, "ideal": ideal,
         "rps_err": result.rps / ideal - 1, "hold_p50": statistics.median(holds) if holds else None,
         "upload_p50": statistics.median(uploads) if uploads else None,
-        "served": after["served"] - before, "whole_run": result.whole_run.get("requests"),
-        "cpu": result.generator.get("cpu_pct_mean"), "cpu_max": result.generator.get("cpu_pct_max"),
-        "cores": result.generator.get("cores"), "target_cpu": server_pct, "machine_cpu": machine,
+        "served": after["served"] - before, "whole_run": whole.requests,
+        "cpu": gen.cpu_pct_mean, "cpu_max": gen.cpu_pct_max, "cores": gen.cores,
+        "target_cpu": server_pct, "machine_cpu": machine,
         # Locust's own consistency: req/s against users / its mean response time (the rest is the user loop)
         "rps_vs_mean": result.rps / (users / (lat["mean"] / 1000)) - 1 if lat.get("mean") else None,
         # the implied round trip from Locust's own count: users / (requests per second)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import redact, safefile, settings
@@ -345,13 +345,10 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
     # but no more than the cores the generator may run on (4 processes on 2 cores are at most 200%).
     cores = max(1, min(options.processes, usable))
     gen = Generator(processes=options.processes, usable_cores=usable,
-                    lag_ms=result.generator.lag_ms if result.generator else None)
-    for key, value in meter.summary(result.window.start_at if result.window else None, cores=cores).items():
-        gen[key] = value
-    gen.locust_cpu_warning = "CPU usage above" in _read(files.locust_log)
-    for key, value in self_delay(gen, result.requests, result.duration_s, spec.users).items():
-        gen[key] = value
-    result.generator = gen
+                    lag_ms=result.generator.lag_ms if result.generator else None,
+                    locust_cpu_warning="CPU usage above" in _read(files.locust_log),
+                    **meter.summary(result.window.start_at if result.window else None, cores=cores))
+    result.generator = replace(gen, **self_delay(gen, result.requests, result.duration_s, spec.users))
     return result
 
 

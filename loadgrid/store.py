@@ -46,7 +46,7 @@ class SubRecord:
     """A typed sub-record: built from its JSON object, written back as one; keys it does not name kept in
     `extra` (a record written by a loadgrid that added one keeps it through a rewrite).
 
-    `get` and `[]` read a field by its JSON name, for readers not yet moved to attributes."""
+    Read by attribute (`window.start_at`); a key the type does not name is in `extra`."""
 
     extra: dict
 
@@ -67,41 +67,13 @@ class SubRecord:
         out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "extra"}
         return {**out, **self.extra}
 
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.to_dict().get(key)
-        return default if value is None else value
-
-    def __getitem__(self, key: str) -> Any:
-        data = self.to_dict()
-        if key not in data:
-            raise KeyError(key)
-        return data[key]
-
-    def __contains__(self, key: str) -> bool:
-        return self.to_dict().get(key) is not None
-
     def __eq__(self, other: object) -> bool:
-        """Field by field; against a dict (a reader or test not yet moved), the keys that hold a value."""
-        if isinstance(other, dict):
-            return _compact(self.to_dict()) == _compact(other)
+        """Field by field, against the same type only (a dict is not a sub-record: compare `to_dict()`)."""
         if type(other) is not type(self):
             return NotImplemented
         return self.to_dict() == other.to_dict()
 
     __hash__ = None
-
-    def keys(self) -> list[str]:
-        return list(self.to_dict())
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in {f.name for f in fields(self)} - {"extra"}:
-            setattr(self, key, value)
-        else:
-            self.extra[key] = value
-
-
-def _compact(data: dict) -> dict:
-    return {k: v for k, v in data.items() if v is not None}
 
 
 def _plain(value: Any) -> Any:

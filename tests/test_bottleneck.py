@@ -39,14 +39,14 @@ def record(models: int = 2, rps: float = 60.0, *, tel: dict | None = None, locus
 
 
 def kind(r: RunRecord) -> str:
-    return bottleneck.diagnose(r)["kind"]
+    return bottleneck.diagnose(r).kind
 
 
 def test_nothing_near_a_limit_is_none_found_and_lists_every_check():
     d = bottleneck.diagnose(record())
-    assert d["kind"] == "none found"
-    assert "replicas 100%, gateway 20%, Locust 30%" in d["detail"]
-    checked = " | ".join(d["checked"])
+    assert d.kind == "none found"
+    assert "replicas 100%, gateway 20%, Locust 30%" in d.detail
+    checked = " | ".join(d.checked)
     for word in ("replicas whole", "generator", "host CPU 40% of 2 cores", "replicas' CPU 100%", "gateway"):
         assert word in checked
 
@@ -54,16 +54,16 @@ def test_nothing_near_a_limit_is_none_found_and_lists_every_check():
 def test_host_all_cores_busy():
     r = record(tel=telemetry(host=97.0, replicas=(60.0, 60.0), gateway=30.0), locust_cpu=45.0)
     d = bottleneck.diagnose(r)
-    assert d["kind"] == "host"
-    assert d["detail"] == ("host CPU 97% of 2 cores over the measurement window (replicas 120%, gateway 30%, "
+    assert d.kind == "host"
+    assert d.detail == ("host CPU 97% of 2 cores over the measurement window (replicas 120%, gateway 30%, "
                            "Locust 45%; 100% = one core)")
 
 
 def test_replicas_at_their_cpu_limit():
     r = record(tel=telemetry(host=60.0, replicas=(95.0, 92.0), replica_limit=1.0, cores=4))
     d = bottleneck.diagnose(r)
-    assert d["kind"] == "replicas"
-    assert "187% (95%, 92%), 93.5% of the 2 cores they may use (limits 1+1)" in d["detail"]
+    assert d.kind == "replicas"
+    assert "187% (95%, 92%), 93.5% of the 2 cores they may use (limits 1+1)" in d.detail
 
 
 def test_replicas_without_a_limit_are_judged_against_the_hosts_cores():
@@ -81,49 +81,49 @@ def test_a_replica_is_at_its_limit_at_its_inference_threads():
     assert kind(r) == "none found"
     r.stack.replicas = [store.ReplicaReport("c1", "m1", "running", "healthy", cpu_threads=1)]
     d = bottleneck.diagnose(r)
-    assert d["kind"] == "replicas"
-    assert "95% of the 1 cores they may use (limits 1, inference threads included)" in d["detail"]
+    assert d.kind == "replicas"
+    assert "95% of the 1 cores they may use (limits 1, inference threads included)" in d.detail
 
 
 def test_gateway_at_its_cpu_limit():
     r = record(tel=telemetry(host=60.0, replicas=(30.0, 30.0), gateway=92.0, gateway_limit=1.0, cores=4))
     d = bottleneck.diagnose(r)
-    assert d["kind"] == "gateway" and "92%, 92% of the 1 cores it may use" in d["detail"]
+    assert d.kind == "gateway" and "92%, 92% of the 1 cores it may use" in d.detail
     # just under a threshold reads as under it, not rounded up to it
     d = bottleneck.diagnose(record(tel=telemetry(host=84.9)))
-    assert d["kind"] == "none found" and "host CPU 84.9% of 2 cores over the measurement window (busy at 85%)" in \
-        d["checked"]
+    assert d.kind == "none found" and "host CPU 84.9% of 2 cores over the measurement window (busy at 85%)" in \
+        d.checked
 
 
 def test_generator_client_bound_and_lag():
     r = record(client_bound=True, reasons=["client-bound: Locust used 85% of its 1 core(s) (limit 60%), ..."],
                locust_cpu=85.0)
     d = bottleneck.diagnose(r)
-    assert d["kind"] == "generator" and "Locust CPU 85% of its 1 core(s)" in d["detail"]
-    assert "client-bound: Locust used 85%" in d["detail"]
+    assert d.kind == "generator" and "Locust CPU 85% of its 1 core(s)" in d.detail
+    assert "client-bound: Locust used 85%" in d.detail
     # lag recorded (by the generator's lag sampler): named in the detail, and material lag alone is enough
     r = record()
     r.load.generator.lag_ms = GeneratorLag(p50=1.0, p99=12.0, max=30.0, samples=500, interval_ms=20)
     d = bottleneck.diagnose(r)
-    assert d["kind"] == "generator" and "lag p99 12 ms against a p50 of 70 ms" in d["detail"]
+    assert d.kind == "generator" and "lag p99 12 ms against a p50 of 70 ms" in d.detail
     r.load.generator.lag_ms.p99 = 0.5  # under the floor and 5% of the p50: not the limit
     assert kind(r) == "none found"
-    assert any("lag p99 0.5 ms" in c for c in bottleneck.diagnose(r)["checked"])
+    assert any("lag p99 0.5 ms" in c for c in bottleneck.diagnose(r).checked)
 
 
 def test_generator_without_lag_recorded_reads_defensively():
     r = record()
     r.load.generator = {}
     d = bottleneck.diagnose(r)
-    assert d["kind"] == "none found" and any("lag not recorded" in c for c in d["checked"])
+    assert d.kind == "none found" and any("lag not recorded" in c for c in d.checked)
 
 
 def test_failing_replica_from_incidents_and_from_verdict_reasons():
     r = record(reasons=["replica m2 died during the run (exit code 137, OOM-killed)"])
     r.incidents = [Incident("c2", "m2", "died", 1.0, 137, True)]
     d = bottleneck.diagnose(r)
-    assert d["kind"] == "failing replica"
-    assert d["detail"] == "replica m2 died during the run (exit code 137, OOM-killed)"
+    assert d.kind == "failing replica"
+    assert d.detail == "replica m2 died during the run (exit code 137, OOM-killed)"
     r = record(reasons=["1 of 2 replicas running and healthy at the end of the run"])
     assert kind(r) == "failing replica"
     # about replicas, but not a failing one
@@ -151,17 +151,17 @@ def test_unknown_says_what_is_missing():
     # a record from before host CPU and CPU limits were recorded
     old = record(tel={"containers": {"m1": {"cpu_pct_mean": 90.0}, "m2": {"cpu_pct_mean": 90.0}}, "gpus": {}})
     d = bottleneck.diagnose(old)
-    assert d["kind"] == "unknown"
-    assert "host CPU (not recorded)" in d["detail"] and "replicas' CPU limit" in d["detail"]
+    assert d.kind == "unknown"
+    assert "host CPU (not recorded)" in d.detail and "replicas' CPU limit" in d.detail
     # target mode: no stack watched
     target = record(tel={})
     target.stack.replicas, target.target = [], "http://10.0.0.5:8000/predict"
     d = bottleneck.diagnose(target)
-    assert d["kind"] == "unknown" and "target mode: the endpoint's machine is not watched" in d["detail"]
+    assert d.kind == "unknown" and "target mode: the endpoint's machine is not watched" in d.detail
     # no measurement at all
     failed = run("cpu", 2, 16, 4, None, status="failed", error="stack not ready: port taken")
     d = bottleneck.diagnose(failed)
-    assert d["kind"] == "unknown" and "stack not ready: port taken" in d["detail"]
+    assert d.kind == "unknown" and "stack not ready: port taken" in d.detail
     # what was found still wins over what is missing
     busy = record(tel=telemetry(host=99.0, replica_limit=None))
     assert kind(busy) == "host"

@@ -130,12 +130,12 @@ def test_a_blocked_event_loop_reads_client_bound_by_lag_not_cpu(tmp_path):
         result = run(tmp_path, sink.url, RunSpec("target", 1, 4, 4.0, 5), locustfile)
     assert result.error is None and result.requests > 20
     gen = result.generator
-    lag = gen["lag_ms"]
-    assert lag["samples"] >= validity.LAG_MIN_SAMPLES and lag["interval_ms"] == 20.0
-    assert lag["p99"] > 20.0, lag  # 30 ms blocks, several a cycle
-    assert lag["limit_ms"] == pytest.approx(validity.lag_limit_ms(result.latency_ms["p50"]), abs=0.01)
-    assert lag["over_limit"] >= validity.LAG_MIN_OVER
-    assert gen["cpu_pct_mean"] is not None and gen["cpu_pct_mean"] < 60.0, gen  # the CPU rule would pass it
+    lag = gen.lag_ms
+    assert lag.samples >= validity.LAG_MIN_SAMPLES and lag.interval_ms == 20.0
+    assert lag.p99 > 20.0, lag  # 30 ms blocks, several a cycle
+    assert lag.limit_ms == pytest.approx(validity.lag_limit_ms(result.latency_ms["p50"]), abs=0.01)
+    assert lag.over_limit >= validity.LAG_MIN_OVER
+    assert gen.cpu_pct_mean is not None and gen.cpu_pct_mean < 60.0, gen  # the CPU rule would pass it
     bound, why = validity.generator_bound(gen, 60.0, result.latency_ms["p50"])
     assert bound and "event loop woke late" in why
     verdict = validity.judge("target", 0, as_report(result), None, [], [], [], run_time_s=5, ramp_up_s=1)
@@ -147,17 +147,17 @@ def test_an_ordinary_run_records_lag_and_cpu_series_and_is_not_bound_by_them(tmp
         result = run(tmp_path, sink.url, RunSpec("target", 1, 2, 2.0, 4))
     assert result.error is None
     gen = result.generator
-    assert gen["cores"] == 1 and gen["usable_cores"] == len(os.sched_getaffinity(0))
-    lag = gen["lag_ms"]
+    assert gen.cores == 1 and gen.usable_cores == len(os.sched_getaffinity(0))
+    lag = gen.lag_ms
     # ~3 s of window at one wake-up per 20 ms; the sampler stops with the users
-    assert 50 <= lag["samples"] <= 4 * 50 + 10, lag
-    assert len(lag["per_process"]) == 1 and lag["series"] and lag["p50"] <= lag["p99"] <= lag["max"]
-    assert all(t > result.window["start_at"] for t, _ in gen["cpu_series"])  # window intervals only
-    assert gen["cpu_series"] and all(0 <= pct <= 100 * gen["cores"] + 5 for _, pct in gen["cpu_series"])
+    assert 50 <= lag.samples <= 4 * 50 + 10, lag
+    assert len(lag.per_process) == 1 and lag.series and lag.p50 <= lag.p99 <= lag.max
+    assert all(t > result.window.start_at for t, _ in gen.cpu_series)  # window intervals only
+    assert gen.cpu_series and all(0 <= pct <= 100 * gen.cores + 5 for _, pct in gen.cpu_series)
 
 
 def test_the_sampler_can_be_turned_off(tmp_path, monkeypatch):
     monkeypatch.setenv("LOADGRID_LAG_INTERVAL_MS", "0")
     with SinkServer(delay_s=0.01) as sink:
         result = run(tmp_path, sink.url, RunSpec("target", 1, 1, 1.0, 2), requests_per_user=5)
-    assert result.error is None and result.requests == 5 and "lag_ms" not in result.generator
+    assert result.error is None and result.requests == 5 and result.generator.lag_ms is None

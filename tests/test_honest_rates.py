@@ -66,10 +66,10 @@ def test_open_loop_counts_use_actual_send_times_and_distributions():
     # the generator got through 5 s of slots in 10 s: it sent 50 req/s, not the 100 it scheduled
     intended = {"intended": part([40.0] * 50 + [900.0] * 50)}
     out = load.open_loop_counts([counts], spec, load.LoadOptions(), [intended])
-    assert out["scheduled_rate"] == 100.0 and out["achieved_rate"] == 50.0 and out["achieved_from"] == "send times"
-    assert out["send_late_ms"] == {"p50": 0.5, "p99": 30.0, "max": 31.0}
-    assert out["latency_intended_ms"]["p50"] == 40.0
-    assert out["latency_intended_ms"]["p95"] == pytest.approx(900.0, rel=0.0005)
+    assert out.scheduled_rate == 100.0 and out.achieved_rate == 50.0 and out.achieved_from == "send times"
+    assert out.send_late_ms == {"p50": 0.5, "p99": 30.0, "max": 31.0}
+    assert out.latency_intended_ms["p50"] == 40.0
+    assert out.latency_intended_ms["p95"] == pytest.approx(900.0, rel=0.0005)
     reasons, behind = validity.open_loop_problems(out)
     assert behind and "50 of 100 req/s sent" in reasons[0]
 
@@ -87,17 +87,17 @@ def test_one_user_x_20_requests_of_100_ms_reports_the_true_rate(tmp_path):
     with SinkServer(delay_s=0.1) as slow:
         result = run(tmp_path, slow.url, RunSpec("target", 1, 1, 1.0, 30), requests_per_user=20)
         seen = [s.at for s in slow.seen]
-    assert result.error is None and result.requests == 20 and result.stop["by"] == "requests"
+    assert result.error is None and result.requests == 20 and result.stop.by == "requests"
     # true: from the first send to the last answer (the server saw the first request when it was sent and held
     # the last one 100 ms); the last answer's trip back is included by adding the measured mean overhead.
     overhead_s = result.latency_ms["mean"] / 1000 - 0.1
     true_rate = 20 / (seen[-1] - seen[0] + 0.1 + overhead_s)
     assert abs(result.rps / true_rate - 1) < 0.02, (result.rps, true_rate, result.window)
     # Locust's own first-to-last-answer span leaves out the first request's 100 ms: about 5% too fast
-    assert 20 / result.window["locust_duration_s"] / true_rate - 1 > 0.03
-    assert result.window["bounds"] == "first user started to last user finished"
-    assert result.window["end_at"] - result.window["start_at"] == pytest.approx(result.duration_s, abs=0.002)
-    assert result.whole_run["rps"] == result.rps
+    assert 20 / result.window.locust_duration_s / true_rate - 1 > 0.03
+    assert result.window.bounds == "first user started to last user finished"
+    assert result.window.end_at - result.window.start_at == pytest.approx(result.duration_s, abs=0.002)
+    assert result.whole_run.rps == result.rps
 
 
 RECORDING = """
@@ -130,7 +130,7 @@ def test_exact_latency_reads_what_the_client_measured_not_locusts_bucket(tmp_pat
     with SinkServer(delay_s=0.1035) as slow:
         result = run(tmp_path, slow.url, RunSpec("target", 1, 2, 2.0, 30), locustfile, requests_per_user=10)
     raw = sorted(json.loads((tmp_path / "raw.json").read_text()))
-    assert result.window["latency_from"] == "exact" and len(raw) == result.requests == 20
+    assert result.window.latency_from == "exact" and len(raw) == result.requests == 20
     for name, q in load.PERCENTILES.items():  # same rank rule: the ceil(q * n)-th smallest
         truth = raw[math.ceil(q * len(raw)) - 1]
         assert abs(result.latency_ms[name] / truth - 1) < 0.001, (name, result.latency_ms, truth)
@@ -163,28 +163,28 @@ def test_a_generator_that_sends_late_shows_it_in_rate_and_intended_latency(tmp_p
         result = run(tmp_path, sink.url, RunSpec("target", 1, 1, 1.0, 4, arrival_rate=100), locustfile,
                      expect="status")
     ol = result.open_loop
-    assert result.error is None and ol["dropped"] == 0 and ol["achieved_from"] == "send times"
-    assert ol["scheduled_rate"] == pytest.approx(100, rel=0.05)
-    assert ol["achieved_rate"] < 0.7 * ol["scheduled_rate"], ol  # ~50 req/s really left
+    assert result.error is None and ol.dropped == 0 and ol.achieved_from == "send times"
+    assert ol.scheduled_rate == pytest.approx(100, rel=0.05)
+    assert ol.achieved_rate < 0.7 * ol.scheduled_rate, ol  # ~50 req/s really left
     reasons, behind = validity.open_loop_problems(ol)
     assert behind and any("fell behind its schedule" in r for r in reasons)
     # measured from the actual send the server looks fast; from the intended send, the lateness shows
     # measured from the actual send the lateness is hidden; from the intended send (the slot) it shows
-    actual, intended = result.latency_ms, ol["latency_intended_ms"]
-    assert intended["p50"] > actual["p50"] + 0.8 * ol["send_late_ms"]["p50"], (actual, ol)
-    assert intended["p95"] > actual["p95"] + 0.25 * ol["send_late_ms"]["p50"] and ol["send_late_ms"]["p50"] > 200
-    assert ol["send_late_ms"]["max"] >= ol["send_late_ms"]["p99"] >= ol["send_late_ms"]["p50"]
-    assert ol["send_late_ms"]["p99"] > 500 and ol["send_late_ms"]["max"] >= ol["send_late_ms"]["p99"]
+    actual, intended = result.latency_ms, ol.latency_intended_ms
+    assert intended["p50"] > actual["p50"] + 0.8 * ol.send_late_ms["p50"], (actual, ol)
+    assert intended["p95"] > actual["p95"] + 0.25 * ol.send_late_ms["p50"] and ol.send_late_ms["p50"] > 200
+    assert ol.send_late_ms["max"] >= ol.send_late_ms["p99"] >= ol.send_late_ms["p50"]
+    assert ol.send_late_ms["p99"] > 500 and ol.send_late_ms["max"] >= ol.send_late_ms["p99"]
 
 
 def test_timed_run_rate_counts_from_the_window_reset_not_from_the_first_answer(tmp_path):
     # One user, 100 ms a request, a 3 s run: the first answer after the reset comes 100 ms into the window.
     with SinkServer(delay_s=0.1) as slow:
         result = run(tmp_path, slow.url, RunSpec("target", 1, 1, 1.0, 3))
-    assert result.error is None and result.window["bounds"] == "stats reset to test_stop"
+    assert result.error is None and result.window.bounds == "stats reset to test_stop"
     true_rate = 1000 / result.latency_ms["mean"]  # one user back to back: one request per round trip
     assert abs(result.rps / true_rate - 1) < 0.02, (result.rps, true_rate, result.window)
-    assert result.requests / result.window["locust_duration_s"] / true_rate - 1 > 0.02
+    assert result.requests / result.window.locust_duration_s / true_rate - 1 > 0.02
 
 
 def test_run_page_shows_both_open_loop_latencies_and_the_measured_window():
@@ -211,8 +211,8 @@ def test_failures_in_the_warm_up_are_judged_with_their_commonest_message(tmp_pat
     # The first 5 requests fail (503) during ramp-up; the window (after 1 s of warm-up) is clean.
     with SinkServer(delay_s=0.02, fail_first=5) as flaky:
         result = run(tmp_path, flaky.url, RunSpec("target", 1, 2, 2.0, 5), warmup_s=1.0)
-    assert result.error is None and result.failures == 0 and result.whole_run["failures"] == 5
-    messages = result.whole_run["failures_before_window"]
+    assert result.error is None and result.failures == 0 and result.whole_run.failures == 5
+    messages = result.whole_run.failures_before_window
     assert sum(messages.values()) == 5 and all("503" in m for m in messages), messages
     report = LoadReport(locust_exit=result.locust_exit, requests=result.requests, failures=result.failures,
                         rps=result.rps, duration_s=result.duration_s, latency_ms=result.latency_ms,

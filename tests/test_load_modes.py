@@ -150,9 +150,9 @@ def part(**kw) -> dict:
 def test_open_loop_counts_add_up_over_processes():
     spec = RunSpec("target", 1, 2, 2.0, 10, arrival_rate=50)
     out = load.open_loop_counts([part(), part(sent=240, dropped=10)], spec, load.LoadOptions())
-    assert out["intended_rate"] == 50 and out["scheduled_rate"] == 50.0 and out["achieved_rate"] == 49.0
-    assert out["dropped"] == 10 and out["sent"] == 490 and out["processes"] == 2 and out["window_s"] == 10.0
-    assert "error" in load.open_loop_counts([], spec, load.LoadOptions())
+    assert out.intended_rate == 50 and out.scheduled_rate == 50.0 and out.achieved_rate == 49.0
+    assert out.dropped == 10 and out.sent == 490 and out.processes == 2 and out.window_s == 10.0
+    assert load.open_loop_counts([], spec, load.LoadOptions()).error is not None
 
 
 def test_validity_of_open_loop_and_request_count_runs():

@@ -52,9 +52,10 @@ def test_a_clean_run_is_valid_and_its_record_carries_every_fact():
     assert record.validity.valid and record.validity.reasons == []
     assert (record.id, record.status, record.host, record.started_at, record.ended_at) == \
         ("cpu/2_10_10", "completed", "http://localhost:8080", "a", "b")
-    assert record.files == {"html": "2_10_10.html"} and record.readiness["ready"] and record.quiesce["idle"]
-    assert record.payload == {"kind": "images"} and record.arrival_rate is None and record.load.requests == 3000
-    assert record.bottleneck["kind"] and record.bottleneck["checked"]  # diagnosed, whatever it names
+    assert record.files == {"html": "2_10_10.html"} and record.readiness.ready and record.quiesce.idle
+    assert record.payload == store.Payload(kind="images") and record.arrival_rate is None
+    assert record.load.requests == 3000
+    assert record.bottleneck.kind and record.bottleneck.checked  # diagnosed, whatever it names
 
 
 def test_failures_a_dead_replica_and_a_busy_stack_each_make_it_invalid():
@@ -182,7 +183,7 @@ def test_the_loop_runs_on_the_stack_pre_flight_validated_and_stores_every_point(
     outcome, said = run(tmp_path, stack)
     assert stack.calls == ["down", "build", "scale 1", "down"]  # no second validate, one build, one scale
     assert [r.id for r in outcome.records] == ["cpu/1_1_1", "cpu/1_2_1", "cpu/1_3_1"]
-    assert all(r.validity.valid and r.readiness["ready"] and r.bottleneck for r in outcome.records)
+    assert all(r.validity.valid and r.readiness.ready and r.bottleneck for r in outcome.records)
     stored = store.load_all(tmp_path / "reports")
     assert [r.id for r in stored] == ["cpu/1_1_1", "cpu/1_2_1", "cpu/1_3_1"]
     config = loop_config(tmp_path)
@@ -208,7 +209,7 @@ def test_a_stack_that_cannot_be_restored_fails_the_rest_of_its_size_with_why(tmp
     assert [r.status for r in outcome.records] == ["completed", "failed", "failed"]
     why = "could not restore 1 replicas: stack not ready: replica m1 exited"
     assert [r.error for r in outcome.failed] == [why, why] and said[-1] == f"run 3/3 cpu/1_3_1: FAILED: {why}"
-    assert outcome.failed[0].readiness["ready"] is False  # the failed restore's readiness is the size's now
+    assert outcome.failed[0].readiness.ready is False  # the failed restore's readiness is the size's now
 
 
 def test_a_failed_build_fails_every_point_of_the_variant_and_still_tears_down(tmp_path, loop):

@@ -68,7 +68,7 @@ def make_record(result: load.LoadResult, **changes) -> RunRecord:
             ReplicaReport("def456", "loadgrid-cpu-model-2", "exited", None, 0)]),
         load=LoadReport(result.locust_exit, result.requests, result.failures, result.rps, result.duration_s,
                         result.latency_ms, result.failure_messages, window=result.window, whole_run=result.whole_run,
-                        generator={**result.generator, "cpu_pct_mean": 72.5, "cpu_pct_max": 96.0}),
+                        generator={**result.generator.to_dict(), "cpu_pct_mean": 72.5, "cpu_pct_max": 96.0}),
         validity=Validity(False, ["client-bound: Locust used 72% of its 1 core(s) (limit 60%), so the numbers measure "
                                   "the load generator; raise locust_processes or give it more cores",
                                   "replica loadgrid-cpu-model-2 died during the run (exit code 137, OOM-killed)"],
@@ -83,7 +83,7 @@ def make_record(result: load.LoadResult, **changes) -> RunRecord:
 
 def series_for(result: load.LoadResult, gpus: bool = False) -> tuple[dict, Telemetry]:
     """Samples a second apart around the run, as Monitor stores them (`<stem>.telemetry.json`)."""
-    start = (result.window.get("start_at") or time.time()) - 3
+    start = (result.window.start_at or time.time()) - 3
     t = Telemetry(gpu_absent_reason=None if gpus else "not a GPU run")
     for name, cpu, mem in (("loadgrid-cpu-gateway-1", 3.0, 12), ("loadgrid-cpu-model-1", 95.0, 310),
                            ("loadgrid-cpu-model-2", 90.0, 305)):
@@ -143,8 +143,8 @@ def test_section_shows_telemetry_window_generator_incidents_and_verdict(locust_r
     assert titles == ["Locust CPU", "Locust event-loop lag (worst per second)", "CPU per container",
                       "Memory per container"]
     # the generator's own CPU and lag over time, from the real Locust run's record
-    lag = result.generator["lag_ms"]
-    assert f"p99 <b>{lag['p99']:.2f} ms</b>" in section and f"over {lag['samples']} wake-ups" in section
+    lag = result.generator.lag_ms
+    assert f"p99 <b>{lag.p99:.2f} ms</b>" in section and f"over {lag.samples} wake-ups" in section
     assert charts[0].count('<path class="tseries"') == 1 and charts[1].count('<path class="tseries"') == 1
     for chart in charts[2:]:
         assert chart.count('<path class="tseries"') == 3 and "window start" in chart
@@ -153,7 +153,7 @@ def test_section_shows_telemetry_window_generator_incidents_and_verdict(locust_r
     assert "no GPU telemetry: not a GPU run" in section
     # the window's totals beside the whole run's
     assert "<th>measurement window</th><th>whole run (with ramp-up)</th>" in section
-    assert f'<th class="l">requests</th><td>{result.requests}</td><td>{result.whole_run["requests"]}</td>' in section
+    assert f'<th class="l">requests</th><td>{result.requests}</td><td>{result.whole_run.requests}</td>' in section
     # the load generator
     assert "<b>72.5%</b> on average and 96% at most" in section and '<span class="badge">client-bound</span>' in section
     # incidents: exit code, OOM flag, last log lines (escaped)

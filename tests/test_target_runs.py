@@ -95,16 +95,16 @@ def test_request_count_stop_sends_exactly_users_x_n(processes, threads, per_user
     spec = RunSpec("target", 1, users, float(users), 60)
     result = run_locust(tmp_path, sink.url, spec, ROOT / "images", processes=processes, requests_per_user=per_user)
     assert sink.count == users * per_user
-    assert result.requests == users * per_user and result.whole_run["requests"] == users * per_user
-    assert result.stop == {"requests_per_user": per_user, "users": users, "users_finished": users,
-                           "requests_sent": users * per_user, "by": "requests"}
+    assert result.requests == users * per_user and result.whole_run.requests == users * per_user
+    assert result.stop.to_dict() == {"requests_per_user": per_user, "users": users, "users_finished": users,
+                                     "requests_sent": users * per_user, "by": "requests"}
 
 
 def test_request_count_stop_is_capped_by_run_time(tmp_path):
     with SinkServer(delay_s=0.2, serial=True) as slow:
         spec = RunSpec("target", 1, 2, 2.0, 2)
         result = run_locust(tmp_path, slow.url, spec, JPEG, requests_per_user=1000)
-    assert result.stop["by"] == "time" and result.stop["users_finished"] == 0 and result.requests < 2000
+    assert result.stop.by == "time" and result.stop.users_finished == 0 and result.requests < 2000
 
 
 def gaps(times: list[float]) -> list[float]:
@@ -119,10 +119,10 @@ def test_open_loop_rate_is_kept_within_a_few_percent(rate, sink, tmp_path):
     result = run_locust(tmp_path, sink.url, spec, ROOT / "images")
     ol = result.open_loop
     assert result.error is None and result.failures == 0
-    assert ol["intended_rate"] == rate and ol["dropped"] == 0 and ol["scheduled"] == ol["sent"]
-    assert abs(ol["achieved_rate"] / rate - 1) < 0.03, ol
+    assert ol.intended_rate == rate and ol.dropped == 0 and ol.scheduled == ol.sent
+    assert abs(ol.achieved_rate / rate - 1) < 0.03, ol
     # the server saw the same rate, evenly spaced, over the window
-    window = [s.at for s in sink.seen if s.at >= result.window["start_at"]]
+    window = [s.at for s in sink.seen if s.at >= result.window.start_at]
     seen_rate = (len(window) - 1) / (max(window) - min(window))
     assert abs(seen_rate / rate - 1) < 0.05, seen_rate
     assert statistics.median(gaps(window)) == pytest.approx(1 / rate, rel=0.2)
@@ -132,9 +132,9 @@ def test_poisson_arrivals(sink, tmp_path):
     spec = RunSpec("target", 1, 1, 1.0, 8, arrival_rate=40)
     result = run_locust(tmp_path, sink.url, spec, ROOT / "images", arrival="poisson")
     ol = result.open_loop
-    assert ol["arrival"] == "poisson" and ol["dropped"] == 0
-    assert abs(ol["achieved_rate"] / ol["scheduled_rate"] - 1) < 0.03  # the generator kept its schedule ...
-    assert abs(ol["scheduled_rate"] / 40 - 1) < 0.2  # ... a random one, around the intended rate
+    assert ol.arrival == "poisson" and ol.dropped == 0
+    assert abs(ol.achieved_rate / ol.scheduled_rate - 1) < 0.03  # the generator kept its schedule ...
+    assert abs(ol.scheduled_rate / 40 - 1) < 0.2  # ... a random one, around the intended rate
     g = gaps([s.at for s in sink.seen])
     cv = statistics.pstdev(g) / statistics.mean(g)
     assert 0.7 < cv < 1.3  # exponential gaps (a constant schedule is near 0)
@@ -146,8 +146,8 @@ def test_open_loop_does_not_slow_down_with_the_server_it_drops_and_counts(tmp_pa
         spec = RunSpec("target", 1, 1, 1.0, 4, arrival_rate=40)
         result = run_locust(tmp_path, slow.url, spec, JPEG, max_in_flight=5)
     ol = result.open_loop
-    assert ol["dropped"] > 0.3 * ol["scheduled"] and ol["sent"] + ol["dropped"] == ol["scheduled"]
-    assert abs(ol["scheduled_rate"] / 40 - 1) < 0.05  # the schedule went on at 40/s regardless
+    assert ol.dropped > 0.3 * ol.scheduled and ol.sent + ol.dropped == ol.scheduled
+    assert abs(ol.scheduled_rate / 40 - 1) < 0.05  # the schedule went on at 40/s regardless
     from loadgrid import validity
 
     reasons, _ = validity.open_loop_problems(ol)
