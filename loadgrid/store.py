@@ -68,7 +68,10 @@ class SubRecord:
         return {**out, **self.extra}
 
     def __eq__(self, other: object) -> bool:
-        """Field by field, against the same type only (a dict is not a sub-record: compare `to_dict()`)."""
+        """Field by field, against the same type only. Against a dict it raises rather than answer False, so
+        a reader or test still written for schema 1's dicts fails loudly (an `!=` would otherwise always pass)."""
+        if isinstance(other, dict):
+            raise TypeError(f"{type(self).__name__} compared with a dict: compare its to_dict() or its fields")
         if type(other) is not type(self):
             return NotImplemented
         return self.to_dict() == other.to_dict()

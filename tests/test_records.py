@@ -413,3 +413,11 @@ def test_compare_reads_golden_schema1_folders(tmp_path):
     proc = cli("compare", str(tmp_path / "a"), str(tmp_path / "b"))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "4 common grid points, 4 with a valid run on both sides" in proc.stdout
+
+
+def test_a_sub_record_compared_with_a_dict_fails_loudly():
+    # schema 1 readers compared dicts; `window != {...}` on a typed record would always pass without this
+    with pytest.raises(TypeError, match="compared with a dict"):
+        _ = store.Window.of({"start_at": 1.0}) == {"start_at": 1.0}
+    with pytest.raises(TypeError):
+        _ = store.Window.of({"start_at": 1.0}) != {}
