@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import report_fixtures as fx
+from support import report_fixtures as fx
 
 from loadgrid import analysis, store
 from loadgrid.analysis import Point

@@ -6,9 +6,9 @@ import json
 import math
 import re
 
-import answer_fixtures as afx
 import pytest
-import report_fixtures as fx
+from support import answer_fixtures as afx
+from support import report_fixtures as fx
 
 from loadgrid import analysis, answer, cli, compare, report, sizing, store, usl
 
@@ -222,8 +222,8 @@ def test_compare_states_the_same_capacity(tmp_path):
 # --- end to end: a grid and a capacity search against a local server, the answer said last ------------------
 
 def test_orchestrate_ends_with_the_answer_and_it_matches_the_capacity_search(tmp_path):
-    from sink_server import SinkServer
-    from test_target_runs import JPEG, orchestrate
+    from support.sink_server import SinkServer
+    from support.target import JPEG, orchestrate
 
     # one request at a time in 20 ms: 50 req/s at most
     with SinkServer(delay_s=0.02, serial=True) as server:

@@ -9,9 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import ROOT
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
+from support.engine import ROOT
 
 from model_service import model
 from model_service.app import Settings, create_app

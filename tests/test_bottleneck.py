@@ -7,7 +7,7 @@ import io
 import json
 
 import pytest
-from report_fixtures import run
+from support.report_fixtures import run
 
 from loadgrid import analysis, bottleneck, report, run_page, store
 from loadgrid.store import GeneratorLag, Incident, RunRecord
@@ -239,8 +239,7 @@ def test_a_real_run_records_host_cpu_container_limits_and_its_bottleneck(tmp_pat
     import sys
     import uuid
 
-    from conftest import ROOT, free_port, project_resources
-    from test_e2e_docker import write_config
+    from support.engine import ROOT, free_port, project_resources, write_config
 
     project = f"lgtest-bn-{uuid.uuid4().hex[:8]}"
     output = tmp_path / "reports"

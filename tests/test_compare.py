@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 
 import pytest
-import report_fixtures as fx
+from support import report_fixtures as fx
 
 from loadgrid import cli, compare
 from loadgrid.store import LoadReport

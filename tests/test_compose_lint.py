@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from support.engine import ROOT
 
 from loadgrid import compose_lint, config, stack
 from loadgrid.errors import UserError
@@ -155,7 +155,7 @@ def test_dry_run_stops_on_a_lint_error(tmp_path):
 
 @pytest.mark.docker
 def test_real_engine_lint_before_anything_is_built(tmp_path):
-    from conftest import project_resources
+    from support.engine import project_resources
 
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -5,23 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, project_resources
+from support.engine import ROOT, free_port, project_resources, write_config
 
 pytestmark = pytest.mark.docker
-
-
-def write_config(path: Path, output: Path, port: int, project: str, **extra) -> Path:
-    lines = {
-        "num_models_list": "[1, 2]", "num_users_list": "[4]", "spawn_rate_list": "[2]", "run_time": "10s",
-        "host": f"http://127.0.0.1:{port}", "project": project, "output_dir": str(output),
-        "compose_files": f"[{ROOT / 'docker-compose.yml'}]", "locustfile": str(ROOT / "locustfile.py"),
-        "images_dir": str(ROOT / "images"), **extra,
-    }
-    path.write_text("".join(f"{k}: {v}\n" for k, v in lines.items()))
-    return path
 
 
 def test_tiny_grid_end_to_end(tmp_path):

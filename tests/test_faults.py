@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, base_image, project_resources
-from test_e2e_docker import free_port, write_config
+from support.engine import ROOT, base_image, free_port, project_resources, write_config
 
 
 def orchestrate(config: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT, one_replica_stack
+from support.engine import ROOT, one_replica_stack
 
 pytestmark = pytest.mark.docker
 

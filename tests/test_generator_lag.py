@@ -10,8 +10,8 @@ import math
 import os
 
 import pytest
-from conftest import ROOT
-from sink_server import SinkServer
+from support.engine import ROOT
+from support.sink_server import SinkServer
 
 from loadgrid import load, validity
 from loadgrid.plan import RunSpec

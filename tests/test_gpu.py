@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import ROOT
+from support.engine import ROOT
 
 from loadgrid import gpu
 from loadgrid.gpu import GpuInfo, GpuQueryError

@@ -14,7 +14,7 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import ROOT, project_resources
+from support.engine import ROOT, project_resources
 
 from loadgrid import gpu
 

@@ -5,36 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
-from conftest import ROOT, project_resources
-from test_e2e_docker import free_port, write_config
+from support.engine import ROOT, free_port, orchestrate, project_resources, wait_for, write_config
 
 pytestmark = pytest.mark.docker
-
-
-def wait_for(predicate, timeout_s: float, what: str):
-    """Poll `predicate` until it returns something truthy, bounded by `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def model_containers(project: str) -> list[str]:
     return subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
                            "--filter", "label=com.docker.compose.service=model"],
                           capture_output=True, text=True).stdout.split()
-
-
-def orchestrate(config: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "orchestrate.py"), "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def test_replica_killed_mid_run_invalidates_that_run_only(tmp_path):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import shutil
 
 import yaml
-from conftest import ROOT
-from test_target_runs import orchestrate
+from support.engine import ROOT
+from support.target import orchestrate
 
 from loadgrid import starter
 

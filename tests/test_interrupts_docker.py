@@ -6,44 +6,12 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, project_resources
-from test_e2e_docker import free_port, write_config
+from support.engine import ROOT, Orchestrator, free_port, project_resources, write_config
 
 pytestmark = pytest.mark.docker
-
-
-class Orchestrator:
-    """orchestrate.py as a user runs it, with its output read line by line as it comes."""
-
-    def __init__(self, *args: str):
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "orchestrate.py"), *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self._seen = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            with self._seen:
-                self.lines.append(line.rstrip("\n"))
-                self._seen.notify_all()
-
-    def wait_for_line(self, fragment: str, timeout_s: float = 600) -> None:
-        with self._seen:
-            found = self._seen.wait_for(lambda: any(fragment in line for line in self.lines)
-                                        or self.proc.poll() is not None, timeout=timeout_s)
-        assert found and any(fragment in line for line in self.lines), f"no line with {fragment!r}: {self.lines}"
-
-    def finish(self, timeout_s: float = 300) -> int:
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
 
 
 @pytest.mark.parametrize("phase, sig, code", [
@@ -89,7 +57,7 @@ def test_resume_treats_a_changed_setting_as_a_new_point(tmp_path):
     output = tmp_path / "reports"
     config = write_config(tmp_path / "config.yaml", output, free_port(), "lgtest-resume", num_models_list="[1]",
                           num_users_list="[2]", spawn_rate_list="[3]", run_time="6s")
-    from test_store_and_validity import record
+    from support.records import record
 
     from loadgrid import config as config_mod
     from loadgrid import plan as plan_mod

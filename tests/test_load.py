@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT
-from sink_server import SinkServer
+from support.engine import ROOT
+from support.sink_server import SinkServer
 
 from loadgrid import load
 from loadgrid.plan import RunSpec

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support.engine import ROOT
 
 from loadgrid import cli, config, load, plan, validity
 from loadgrid.errors import UserError

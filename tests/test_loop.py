@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from support.engine import ROOT
 
 from loadgrid import backend, grid, judge, measure, plan, preflight, sizes, store
 from loadgrid.monitor import ContainerEvent, incidents

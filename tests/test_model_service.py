@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import cv2
 import numpy as np
 import pytest
-from conftest import ROOT
 from starlette.testclient import TestClient
+from support.engine import ROOT
 
 from model_service import model
 from model_service.app import Settings, create_app

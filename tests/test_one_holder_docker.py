@@ -11,9 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ROOT, free_port
-from test_e2e_docker import write_config
-from test_honest_runs_docker import orchestrate, wait_for
+from support.engine import ROOT, free_port, orchestrate, wait_for, write_config
 
 pytestmark = pytest.mark.docker
 

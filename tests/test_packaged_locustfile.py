@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from conftest import ROOT
-from sink_server import SinkServer
-from test_target_runs import orchestrate
+from support.engine import ROOT
+from support.sink_server import SinkServer
+from support.target import orchestrate
 
 from loadgrid import config
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
-import report_fixtures as fx
+from support import report_fixtures as fx
 
 from loadgrid import capacity, report, run_page, templating
 from loadgrid.store import Incident

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from sink_server import SinkServer
+from support.engine import ROOT
+from support.sink_server import SinkServer
 
 from loadgrid import payload
 

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from support.records import make_config
+
 from loadgrid import plan
 from loadgrid.config import Config
-
-
-def make_config(**changes) -> Config:
-    values = dict(num_models_list=(1, 2), num_users_list=(10, 50), spawn_rate_list=(1.0, 10.0), run_time_s=60,
-                  host="http://localhost:8080", variants=("cpu", "gpu"), compose_files=(Path("/s/dc.yml"),),
-                  gpu_compose_files=(Path("/s/dc.gpu.yml"),), output_dir=Path("/out"))
-    values.update(changes)
-    return Config(**values)
 
 
 def test_counts_and_grouping():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from test_plan import make_config
+from support.records import make_config
 
 from loadgrid import plan
 from loadgrid.progress import Progress

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 import yaml
-from conftest import ROOT, free_port, project_resources, stack_env
+from support.engine import ROOT, free_port, project_resources, stack_env
 
 pytestmark = pytest.mark.docker
 

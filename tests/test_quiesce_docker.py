@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, one_replica_stack
+from support.engine import ROOT, one_replica_stack
 
 from loadgrid import quiesce
 from loadgrid.stack import ComposeStack, Replica

@@ -168,7 +168,7 @@ class ScaledStack:
 
 
 def config(tmp_path):
-    from conftest import ROOT
+    from support.engine import ROOT
 
     from loadgrid.config import from_mapping
     raw = {"num_models_list": [1], "num_users_list": [1], "spawn_rate_list": [1], "run_time": "5s",

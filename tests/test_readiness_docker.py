@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, project_resources, stack_env
+from support.engine import ROOT, free_port, project_resources, stack_env
 
 pytestmark = pytest.mark.docker
 

@@ -383,7 +383,7 @@ def _current_umask() -> int:
 
 
 def test_every_record_a_real_target_run_writes_reads_back_with_no_warning(tmp_path):
-    from sink_server import SinkServer
+    from support.sink_server import SinkServer
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOADGRID_") and k not in ("ENDPOINT", "PAYLOAD")}
     with SinkServer() as sink:

@@ -14,7 +14,7 @@ import os
 import re
 
 import pytest
-import report_fixtures as fx
+from support import report_fixtures as fx
 
 from loadgrid import analysis, report, store
 
@@ -220,7 +220,7 @@ def test_runs_without_window_or_generator_show_a_dash(tmp_path):
 
 @pytest.mark.browser
 def test_repeats_page_in_headless_chromium(tmp_path):
-    from test_report_browser import check_page, find_browser, open_report
+    from support.browser import check_page, find_browser, open_report
 
     binary = find_browser()
     if binary is None:

@@ -9,7 +9,7 @@ import io
 import re
 from pathlib import Path
 
-import report_fixtures as fx
+from support import report_fixtures as fx
 
 from loadgrid import report
 

@@ -277,7 +277,7 @@ PROBE = """JSON.stringify((function () {
 
 
 def browse(binary: str, page: Path, screenshot: Path | None = None) -> dict:
-    from test_report_browser import DevTools
+    from support.browser import DevTools
 
     tools = DevTools(binary)
     try:
@@ -323,7 +323,7 @@ def browse(binary: str, page: Path, screenshot: Path | None = None) -> dict:
 
 @pytest.mark.browser
 def test_annotated_locust_report_in_headless_chromium(locust_run, tmp_path):
-    from test_report_browser import find_browser
+    from support.browser import find_browser
 
     binary = find_browser()
     if binary is None:

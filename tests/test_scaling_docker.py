@@ -7,8 +7,7 @@ import urllib.request
 from collections import Counter
 
 import pytest
-from conftest import ROOT, project_resources
-from test_e2e_docker import free_port
+from support.engine import ROOT, free_port, project_resources
 
 from loadgrid.stack import ComposeStack, running, wait_reachable
 

@@ -13,7 +13,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ROOT, one_replica_stack
+from support.engine import ROOT, one_replica_stack
 
 pytestmark = pytest.mark.docker
 

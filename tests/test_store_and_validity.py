@@ -5,25 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from support.records import record
 
 from loadgrid import store, validity
 from loadgrid.errors import UserError
 from loadgrid.stack import Replica
-from loadgrid.store import LoadReport, ReplicaReport, RunRecord, StackReport, Validity
-
-
-def record(**changes) -> RunRecord:
-    values = dict(
-        id="cpu/2_50_10", variant="cpu", models=2, users=50, spawn_rate=10.0, run_time_s=60,
-        host="http://localhost:8080", status="completed", started_at="t0", ended_at="t1",
-        stack=StackReport("loadgrid-cpu", ["/x/docker-compose.yml"], 2, 2, {"m1": "sha256:1"},
-                          [ReplicaReport("abc", "m1", "running", "healthy", provider="CPUExecutionProvider",
-                                         requests_served=10)]),
-        load=LoadReport(0, 100, 0, 10.0, 10.0, {"p50": 10.0, "p95": 20.0}),
-        validity=Validity(True, []), files={"html": "2_50_10.html"},
-    )
-    values.update(changes)
-    return RunRecord(**values)
+from loadgrid.store import LoadReport, ReplicaReport, Validity
 
 
 def test_round_trip(tmp_path):

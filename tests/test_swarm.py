@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_monitor import FakeContainer, FakeStream, frames_v2, wait_until
+from support.fake_docker import FakeContainer, FakeStream, frames_v2, wait_until
 
 from loadgrid import backend, config, swarm
 from loadgrid.errors import UserError

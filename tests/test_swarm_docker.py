@@ -15,10 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import ROOT, free_port
-from test_e2e_docker import write_config
-from test_honest_runs_docker import orchestrate, wait_for
-from test_interrupts_docker import Orchestrator
+from support.engine import ROOT, Orchestrator, free_port, orchestrate, wait_for, write_config
 
 pytestmark = pytest.mark.docker
 

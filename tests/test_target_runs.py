@@ -5,17 +5,17 @@ end to end through orchestrate.py. Each run is bounded (a few seconds) and the s
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from sink_server import SinkServer
+from support.engine import ROOT
+from support.sink_server import SinkServer
+from support.target import clean_env, orchestrate, run_locust
 
-from loadgrid import load, quiesce
+from loadgrid import quiesce
 from loadgrid.plan import RunSpec
 
 JPEG = ROOT / "images" / "chelsea.jpg"
@@ -35,18 +35,6 @@ def png(tmp_path) -> Path:
     path = tmp_path / "cat.png"
     path.write_bytes(data.tobytes())
     return path
-
-
-def clean_env() -> dict[str, str]:
-    """The test's environment without loadgrid's and the throughput testers' variables."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LOADGRID_") and k not in ("ENDPOINT", "PAYLOAD")}
-
-
-def run_locust(tmp_path: Path, host: str, spec: RunSpec, payload: Path | str, **options) -> load.LoadResult:
-    files = load.RunFiles(tmp_path / "runs", spec.name)
-    opts = load.LoadOptions(**options)
-    env = {**load.locust_env(payload, "/predict", files, opts, spec), **{"ENDPOINT": "", "PAYLOAD": ""}}
-    return load.run(spec, host, LOCUSTFILE, files, env, opts)
 
 
 @pytest.mark.parametrize("kind", ["images-raw", "png-raw", "png-multipart", "json", "jsonl"])
@@ -163,17 +151,6 @@ def test_locustfile_alone_takes_endpoint_and_payload_from_the_environment(sink, 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sink.count == 4 and {s.path for s in sink.seen} == {"/v1/infer"}
     assert all(s.body[:3] == b"\xff\xd8\xff" for s in sink.seen)  # the PNG, re-encoded for raw
-
-
-def orchestrate(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    """orchestrate.py with a `docker` on PATH that records any call: target mode must make none."""
-    fake = cwd / "fakebin"
-    fake.mkdir(exist_ok=True)
-    (fake / "docker").write_text(f"#!/bin/sh\necho \"$@\" >> {cwd / 'docker-called'}\nexit 1\n")
-    (fake / "docker").chmod(0o755)
-    full = {**(env or clean_env()), "PATH": f"{fake}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=240)
 
 
 def test_target_mode_end_to_end_through_orchestrate(sink, tmp_path):

@@ -10,10 +10,10 @@
 
 from __future__ import annotations
 
-import report_fixtures as fx
-
 from loadgrid.plan import format_number
 from loadgrid.store import LoadReport, RunRecord
+
+from . import report_fixtures as fx
 
 
 def probe(variant: str, models: int, rate: float, p95: float, rps: float | None = None, *, locust_p95=None,
