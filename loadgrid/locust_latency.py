@@ -16,18 +16,19 @@ does not show (a starved process uses little CPU). Kept as a 0.1% histogram plus
 
 Counting restarts when the measurement window opens (loadgrid's window plugin fires reset_stats). Each
 process writes `<LOADGRID_LATENCY_FILE>.<pid>.part` at quit (temp file + rename); loadgrid merges them.
-It runs inside Locust's gevent world and imports nothing from loadgrid.
+It runs inside Locust's gevent world; of loadgrid it imports only safefile (standard library only).
 """
 
 import json
 import math
 import os
-import secrets
 import time
 
 import gevent
 from locust import events
 from locust.runners import MasterRunner
+
+from loadgrid import safefile  # stdlib only: safe to import in Locust's gevent world
 
 LATENCY_FILE = os.environ.get("LOADGRID_LATENCY_FILE", "")
 STEP = math.log(1.001)  # exact histogram: 0.1% buckets
@@ -122,21 +123,4 @@ def _write(environment, **_kw):
         return
     report = {**_state, **_times, "pid": os.getpid(), "step": 1.001, "coarse_step": 1.01, "bin_s": BIN_S,
               "written_at": time.time()}
-    _write_json(f"{LATENCY_FILE}.{os.getpid()}.part", report)
-
-
-def _write_json(path: str, report: dict) -> None:
-    """`report` as UTF-8 JSON at `path`, whole: a temporary file under a fresh name, opened O_EXCL|O_NOFOLLOW
-    (a symlink planted at a predictable name is refused, never followed), renamed over `path`; the mode is
-    the umask's, as open() gives. (loadgrid.safefile does the same; this plugin imports nothing from loadgrid.)"""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(report, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    safefile.replace(f"{LATENCY_FILE}.{os.getpid()}.part", json.dumps(report))

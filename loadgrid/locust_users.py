@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import secrets
 import time
 
 import gevent
@@ -36,6 +35,8 @@ import gevent.pool
 from locust import FastHttpUser, constant, events, task
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
+
+from loadgrid import safefile  # stdlib only: safe to import in Locust's gevent world
 
 
 def _number(name: str, default: float) -> float:
@@ -191,21 +192,4 @@ def _write_counts(environment, **_kw) -> None:
     report = {**counts, "pid": os.getpid(), "written_at": now, "open_loop": OPEN_LOOP, "arrival": ARRIVAL,
               "arrival_rate": ARRIVAL_RATE, "rate_per_user": RATE_PER_USER, "max_in_flight": MAX_IN_FLIGHT,
               "late_tolerance_ms": LATE_S * 1000, "requests_per_user": REQUESTS_PER_USER}
-    _write_json(f"{COUNTS_FILE}.{os.getpid()}.part", report)
-
-
-def _write_json(path: str, report: dict) -> None:
-    """`report` as UTF-8 JSON at `path`, whole: a temporary file under a fresh name, opened O_EXCL|O_NOFOLLOW
-    (a symlink planted at a predictable name is refused, never followed), renamed over `path`; the mode is
-    the umask's, as open() gives. (loadgrid.safefile does the same; this plugin imports nothing from loadgrid.)"""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(report, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    safefile.replace(f"{COUNTS_FILE}.{os.getpid()}.part", json.dumps(report))

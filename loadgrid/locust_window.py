@@ -8,18 +8,19 @@ the whole run, from the test's start.
 The window's end is measured too (test_stop here: every user stopped, its request in flight answered);
 loadgrid prefers the same moment recorded in each process with users (locust_latency.py), since a master
 notices its workers have stopped only on its next one-second check.
-It runs inside Locust's gevent world and imports nothing from loadgrid.
+It runs inside Locust's gevent world; of loadgrid it imports only safefile (standard library only).
 """
 
 import json
 import os
-import secrets
 import time
 
 import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsError
+
+from loadgrid import safefile  # stdlib only: safe to import in Locust's gevent world
 
 WARMUP_S = float(os.environ.get("LOADGRID_WARMUP_S", "0") or 0)
 WINDOW_FILE = os.environ.get("LOADGRID_WINDOW_FILE", "")
@@ -96,21 +97,4 @@ def _write(environment, **_kw):
         # The window's failures by message, final: Locust's _failures.csv is rewritten only once a second.
         "errors": _errors(environment.runner.stats),
     }
-    _write_json(WINDOW_FILE, report)
-
-
-def _write_json(path: str, report: dict) -> None:
-    """`report` as UTF-8 JSON at `path`, whole: a temporary file under a fresh name, opened O_EXCL|O_NOFOLLOW
-    (a symlink planted at a predictable name is refused, never followed), renamed over `path`; the mode is
-    the umask's, as open() gives. (loadgrid.safefile does the same; this plugin imports nothing from loadgrid.)"""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    tmp = f"{path}.{os.getpid()}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, flags, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(report, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
-        raise
+    safefile.replace(WINDOW_FILE, json.dumps(report))

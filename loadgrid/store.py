@@ -222,7 +222,7 @@ class Telemetry(SubRecord):
 
 @dataclass(eq=False)
 class Payload(SubRecord):
-    """What each request carried (grid.payload_description)."""
+    """What each request carried (measure.payload_description)."""
 
     kind: str | None = None
     source: str | None = None
