@@ -15,7 +15,15 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from support.engine import ROOT, Orchestrator, free_port, orchestrate, wait_for, write_config
+from support.engine import (
+    ROOT,
+    Orchestrator,
+    check_killed_run_and_the_next,
+    free_port,
+    orchestrate,
+    wait_for,
+    write_config,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -147,16 +155,8 @@ def test_a_task_killed_mid_run_invalidates_that_run_and_the_next_size_is_whole(t
             proc.kill()
         remove_stack(f"{project}-cpu")
     assert proc.returncode == 0, out
-    killed = json.loads((output / "cpu" / "2_4_4.json").read_text())
-    assert killed["validity"]["valid"] is False
-    assert any("died during the run" in r and "137" in r for r in killed["validity"]["reasons"]), killed["validity"]
-    [incident] = killed["incidents"]
-    assert victim.startswith(incident["container"]) and incident["exit_code"] == 137
-    assert incident["last_logs"], "the dead task's last log lines are kept"
     # Swarm replaced the task; the next run had exactly two healthy tasks again, the dead one not among them
-    after = json.loads((output / "cpu" / "2_6_4.json").read_text())
-    assert after["validity"]["valid"], after["validity"]
-    assert after["stack"]["replicas_seen"] == 2 and after["incidents"] == []
+    after = check_killed_run_and_the_next(output, victim)
     assert not any(victim.startswith(r["container"]) for r in after["stack"]["replicas"])
     assert left == {"services": [], "networks": [], "containers": []}
 

@@ -3,6 +3,7 @@ runs it, bounded polls, a one-replica stack, and what a project left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -134,3 +135,18 @@ class Orchestrator:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
+
+def check_killed_run_and_the_next(output: Path, victim: str) -> dict:
+    """A replica killed (SIGKILL) during cpu/2_4_4: that run is invalid with the incident (exit 137, last log
+    lines kept), and the next run, cpu/2_6_4, is valid on two replicas with no incident. Returns its record."""
+    killed = json.loads((output / "cpu" / "2_4_4.json").read_text())
+    assert killed["validity"]["valid"] is False
+    assert any("died during the run" in r and "137" in r for r in killed["validity"]["reasons"]), killed["validity"]
+    [incident] = killed["incidents"]
+    assert victim.startswith(incident["container"]) and incident["exit_code"] == 137
+    assert incident["last_logs"], "the dead replica's last log lines are kept"
+    after = json.loads((output / "cpu" / "2_6_4.json").read_text())
+    assert after["validity"]["valid"], after["validity"]
+    assert after["stack"]["replicas_seen"] == 2 and after["incidents"] == []
+    return after
