@@ -13,16 +13,19 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import redact, safefile, settings
+from . import __version__, redact, safefile, settings
 from .plan import RunSpec, format_number
 from .store import Generator, GeneratorLag, OpenLoop, Stop, WholeRun, Window, _Coerced
 from .validity import lag_limit_ms
 
 WINDOW_PLUGIN = Path(__file__).with_name("locust_window.py")
 LATENCY_PLUGIN = Path(__file__).with_name("locust_latency.py")
+DIST_PLUGIN = Path(__file__).with_name("locust_dist.py")
+PLUGINS = (WINDOW_PLUGIN, LATENCY_PLUGIN, DIST_PLUGIN)
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p95": 0.95, "p99": 0.99}
 
 
@@ -91,11 +94,16 @@ class RunFiles:
     def latency_parts(self) -> list[Path]:
         return sorted(self.folder.glob(f"{self.stem}.latency.*.part"))
 
+    @property
+    def workers_json(self) -> Path:
+        """The master's list of workers (locust_dist.py): who joined, whose parts arrived; merged, removed."""
+        return self.folder / f"{self.stem}.workers.json"
+
     def written_by_name(self) -> list[Path]:
         """The files Locust (and its log) open by these fixed names, following a symlink found there."""
         kinds = ("stats", "stats_history", "failures", "exceptions")
         csvs = [self.folder / f"{self.stem}_{kind}.csv" for kind in kinds]
-        return [self.html, self.stats_json, self.window_json, self.locust_log, *csvs]
+        return [self.html, self.stats_json, self.window_json, self.workers_json, self.locust_log, *csvs]
 
 
 @dataclass
@@ -170,17 +178,33 @@ class LoadOptions:
     max_in_flight: int = settings.default("max_in_flight")
     open_loop_timeout_s: float = 10.0
     late_ms: float = 20.0
+    # Distributed load (README: load workers): the master runs here with no users of its own and waits, at
+    # most worker_wait_s, for this many workers (engine-placed and joined by hand together) before it starts.
+    workers: int = 0
+    master_bind: str = "127.0.0.1"
+    master_port: int = 5557
+    worker_wait_s: float = 60.0
+
+    @property
+    def distributed(self) -> bool:
+        return self.workers > 0
 
 
 def locust_command(spec: RunSpec, host: str, locustfile: Path, files: RunFiles,
                    options: LoadOptions = LoadOptions()) -> list[str]:
     """Locust's command line. A host with credentials (a password, a secret query value) is left off it:
     any user's `ps` shows a command line; `host_env` hands it over in the environment instead."""
-    extra = ["--processes", str(options.processes)] if options.processes > 1 else []
+    if options.distributed:
+        # The master runs no users; `--expect-workers-max-wait` bounds the wait (Locust then exits 1).
+        extra = ["--master", "--master-bind-host", options.master_bind, "--master-bind-port", str(options.master_port),
+                 "--expect-workers", str(options.workers), "--expect-workers-max-wait",
+                 format_number(options.worker_wait_s)]
+    else:
+        extra = ["--processes", str(options.processes)] if options.processes > 1 else []
     target = [] if redact.has_credentials(host) else ["--host", host]
     return [
         sys.executable, "-m", "locust",
-        "-f", f"{locustfile.resolve()},{WINDOW_PLUGIN},{LATENCY_PLUGIN}",
+        "-f", ",".join(str(p) for p in (locustfile.resolve(), *PLUGINS)),
         *extra,
         "--headless",
         "--users", str(spec.users),
@@ -224,6 +248,10 @@ def locust_env(images_dir: Path | str, predict_path: str, files: RunFiles | None
         env["LOADGRID_WINDOW_FILE"] = str(files.window_json)
         env["LOADGRID_COUNTS_FILE"] = str(files.counts_prefix)
         env["LOADGRID_LATENCY_FILE"] = str(files.latency_prefix)
+        env["LOADGRID_WORKERS_FILE"] = str(files.workers_json)
+    # A worker joining by hand checks it runs the same loadgrid (the plugins it gets are the master's).
+    env["LOADGRID_VERSION"] = __version__
+    env["LOADGRID_RUN_ID"] = uuid.uuid4().hex
     return env
 
 
@@ -291,8 +319,8 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
     """Run Locust for one point; `on_tick(seconds_elapsed, live)` is called about once a second (live
     progress), `live` being Locust's latest `LiveFigures` or None before its first row."""
     files.folder.mkdir(parents=True, exist_ok=True)
-    for stale in [*files.count_parts(), *files.latency_parts()]:
-        stale.unlink()
+    for stale in [*files.count_parts(), *files.latency_parts(), files.workers_json]:
+        stale.unlink(missing_ok=True)
     # A results folder may be shared (--resume into a colleague's folder): a symlink planted at one of this
     # run's names would have Locust write through it, outside the folder. The run's own files replace it.
     for planted in files.written_by_name():

@@ -14,19 +14,26 @@ It also measures the generator's own lag: a greenlet asks to wake every LOADGRID
 that time was timestamped late by as much: the lag is an error in the measured latency that CPU share alone
 does not show (a starved process uses little CPU). Kept as a 0.1% histogram plus the worst lag per second.
 
-Counting restarts when the measurement window opens (loadgrid's window plugin fires reset_stats). Each
-process writes `<LOADGRID_LATENCY_FILE>.<pid>.part` at quit (temp file + rename); loadgrid merges them.
+It also keeps the process's own CPU time over the window (and per second, with the lag samples): a worker
+on another machine is out of reach of loadgrid's CPU meter, so each process measures itself.
+
+Counting restarts when the measurement window opens (loadgrid's window plugin fires reset_stats). A single
+Locust process writes `<LOADGRID_LATENCY_FILE>.<pid>.part` at quit (temp file + rename); a worker (local or
+remote) sends the same part to its master when its users stop (locust_dist.py), and the master writes it.
+loadgrid merges the parts.
 It runs inside Locust's gevent world; of loadgrid it imports only safefile (standard library only).
 """
 
 import json
 import math
 import os
+import re
+import socket
 import time
 
 import gevent
 from locust import events
-from locust.runners import MasterRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadgrid import safefile  # stdlib only: safe to import in Locust's gevent world
 
@@ -45,7 +52,9 @@ def _fresh() -> dict:
     return {"window_start_at": None, "count": 0, "sum_ms": 0.0, "max_ms": 0.0, "hist": {}, "bins": {},
             "intended": {"count": 0, "sum_ms": 0.0, "max_ms": 0.0, "hist": {}},
             "lag": {"count": 0, "sum_ms": 0.0, "max_ms": 0.0, "hist": {}, "per_s": {},
-                    "interval_ms": LAG_INTERVAL_S * 1000}}
+                    "interval_ms": LAG_INTERVAL_S * 1000},
+            # CPU seconds this process used per second of the window (1.0 = one core busy), and in all.
+            "failures": 0, "cpu": {"at_start": time.process_time(), "started": time.time(), "per_s": {}}}
 
 
 _state = _fresh()
@@ -58,12 +67,14 @@ def _add(hist: dict, k: int) -> None:
 
 
 @events.request.add_listener
-def _on_request(response_time=None, start_time=None, **_kw):
+def _on_request(response_time=None, start_time=None, exception=None, **_kw):
     if response_time is None:
         return
     ms = float(response_time)
     now = time.time()
     _state["count"] += 1
+    if exception is not None:
+        _state["failures"] += 1
     _state["sum_ms"] += ms
     _state["max_ms"] = max(_state["max_ms"], ms)
     _add(_state["hist"], key(ms))
@@ -82,7 +93,9 @@ def _on_request(response_time=None, start_time=None, **_kw):
 
 
 def _lag_sampler():
-    """Ask to wake every LAG_INTERVAL_S; how late the wake-up came is the hub's scheduling delay."""
+    """Ask to wake every LAG_INTERVAL_S; how late the wake-up came is the hub's scheduling delay. Once a
+    second it also notes the CPU time this process used since the last second."""
+    last = [int(time.time()), time.process_time()]
     while _times["stopped_at"] is None:  # after this process's users stopped, nothing it measures is late
         due = time.perf_counter() + LAG_INTERVAL_S
         gevent.sleep(LAG_INTERVAL_S)
@@ -94,6 +107,10 @@ def _lag_sampler():
         _add(lag["hist"], key(late_ms))
         second = int(time.time())
         lag["per_s"][second] = max(lag["per_s"].get(second, 0.0), round(late_ms, 2))
+        if second != last[0]:
+            cpu = time.process_time()
+            _state["cpu"]["per_s"][last[0]] = round((cpu - last[1]) / max(1, second - last[0]), 3)
+            last[:] = [second, cpu]
 
 
 @events.reset_stats.add_listener
@@ -112,15 +129,54 @@ def _started(environment=None, **_kw):
 
 
 @events.test_stop.add_listener
-def _stopped(**_kw):
+def _stopped(environment=None, **_kw):
     # This process's users have all stopped (their requests in flight finished): the run ended here.
-    _times["stopped_at"] = time.time()
+    _times["stopped_at"] = _times["stopped_at"] or time.time()
+    if isinstance(getattr(environment, "runner", None), WorkerRunner) and not _times.get("sent"):
+        _times["sent"] = True
+        _send_to_master(environment, _report())
+
+
+def _report() -> dict:
+    cpu = _state["cpu"]
+    end = _times["stopped_at"] or time.time()
+    report = {**_state, **_times, "pid": os.getpid(), "step": 1.001, "coarse_step": 1.01, "bin_s": BIN_S,
+              "written_at": time.time()}
+    report["cpu"] = {"seconds": round(time.process_time() - cpu["at_start"], 3),
+                     "wall_s": round(end - cpu["started"], 3), "per_s": cpu["per_s"]}
+    report.pop("sent", None)
+    return report
+
+
+def _send_to_master(environment, report: dict) -> None:
+    """A worker's part goes to its master as a message (locust_dist.py writes it there), with where it ran."""
+    report["where"] = where()
+    environment.runner.send_message("loadgrid_part", {"kind": "latency", "part": report})
+
+
+def where() -> dict:
+    """Where this process runs: host name, the name `loadgrid worker --name` gave, container id (in one), pid,
+    and the cores it may use."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return {"hostname": socket.gethostname(), "name": os.environ.get("LOADGRID_WORKER_NAME", ""),
+            "container": container_id(), "pid": os.getpid(), "cores": cores}
+
+
+def container_id() -> str:
+    """The container this process runs in (Docker's id, from /proc/self/mountinfo), or "" outside one."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+            found = re.search(r"/containers/([0-9a-f]{64})/", fh.read())
+    except OSError:
+        return ""
+    return found.group(1)[:12] if found else ""
 
 
 @events.quitting.add_listener
 def _write(environment, **_kw):
-    if not LATENCY_FILE or isinstance(environment.runner, MasterRunner):
+    if not LATENCY_FILE or isinstance(environment.runner, (MasterRunner, WorkerRunner)):
         return
-    report = {**_state, **_times, "pid": os.getpid(), "step": 1.001, "coarse_step": 1.01, "bin_s": BIN_S,
-              "written_at": time.time()}
-    safefile.replace(f"{LATENCY_FILE}.{os.getpid()}.part", json.dumps(report))
+    safefile.replace(f"{LATENCY_FILE}.{os.getpid()}.part", json.dumps(_report()))

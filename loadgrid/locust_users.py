@@ -184,12 +184,26 @@ def _remember(environment, **_kw) -> None:
     _environment["env"] = environment
 
 
+def _counts_report() -> dict:
+    return {**counts, "pid": os.getpid(), "written_at": time.time(), "open_loop": OPEN_LOOP, "arrival": ARRIVAL,
+            "arrival_rate": ARRIVAL_RATE, "rate_per_user": RATE_PER_USER, "max_in_flight": MAX_IN_FLIGHT,
+            "late_tolerance_ms": LATE_S * 1000, "requests_per_user": REQUESTS_PER_USER}
+
+
+_sent = {}
+
+
+@events.test_stop.add_listener
+def _send_counts(environment, **_kw) -> None:
+    """A worker (local or remote) sends its counts to the master when its users have stopped (loadgrid's
+    locust_dist.py plugin writes them there); a single process writes its own file at quit."""
+    if isinstance(environment.runner, WorkerRunner) and counts["users_started"] and not _sent:
+        _sent["at"] = time.time()
+        environment.runner.send_message("loadgrid_part", {"kind": "counts", "part": _counts_report()})
+
+
 @events.quitting.add_listener
 def _write_counts(environment, **_kw) -> None:
-    if not COUNTS_FILE or isinstance(environment.runner, MasterRunner) or not counts["users_started"]:
+    if not COUNTS_FILE or isinstance(environment.runner, (MasterRunner, WorkerRunner)) or not counts["users_started"]:
         return
-    now = time.time()
-    report = {**counts, "pid": os.getpid(), "written_at": now, "open_loop": OPEN_LOOP, "arrival": ARRIVAL,
-              "arrival_rate": ARRIVAL_RATE, "rate_per_user": RATE_PER_USER, "max_in_flight": MAX_IN_FLIGHT,
-              "late_tolerance_ms": LATE_S * 1000, "requests_per_user": REQUESTS_PER_USER}
-    safefile.replace(f"{COUNTS_FILE}.{os.getpid()}.part", json.dumps(report))
+    safefile.replace(f"{COUNTS_FILE}.{os.getpid()}.part", json.dumps(_counts_report()))

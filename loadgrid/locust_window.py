@@ -5,6 +5,8 @@ warm-up, LOADGRID_WARMUP_S), this resets Locust's statistics, so its HTML report
 window only; what came before is saved to LOADGRID_WINDOW_FILE so the whole run can still be rebuilt.
 With LOADGRID_WINDOW_RESET=0 (runs that stop after N requests per user) nothing is reset: the window is
 the whole run, from the test's start.
+Under a master, the master decides: it opens its window and tells every worker to open theirs (a message,
+registered here), so all of them count from the same moment.
 The window's end is measured too (test_stop here: every user stopped, its request in flight answered);
 loadgrid prefers the same moment recorded in each process with users (locust_latency.py), since a master
 notices its workers have stopped only on its next one-second check.
@@ -18,7 +20,7 @@ import time
 import gevent
 from locust import events
 from locust.runners import MasterRunner, WorkerRunner
-from locust.stats import StatsError
+from locust.stats import StatsEntry, StatsError
 
 from loadgrid import safefile  # stdlib only: safe to import in Locust's gevent world
 
@@ -52,20 +54,62 @@ def _open_window():
     if not RESET:
         _state["window_start_at"] = _state["test_start_at"]
         return
-    if not isinstance(runner, WorkerRunner):
-        # What the ramp-up (and warm-up) measured, kept before the reset throws it away.
-        _state["before_window"] = [e.serialize() for e in runner.stats.entries.values()]
-        _state["before_window_errors"] = _errors(runner.stats)  # ramp-up/warm-up failures by message
-        _state["window_start_at"] = time.time()
-    runner.stats.reset_all()
+    # What the ramp-up (and warm-up) measured, kept before the reset throws it away.
+    _state["before_window"] = [e.serialize() for e in runner.stats.entries.values()]
+    _state["before_window_errors"] = _errors(runner.stats)  # ramp-up/warm-up failures by message
+    _state["window_start_at"] = time.time()
+    if isinstance(runner, MasterRunner):
+        # Every worker opens its window now too: they count from the master's moment, not each from its own
+        # last spawn. Until a worker's acknowledgement arrives, its statistics reports still hold requests from
+        # before its window (a report sent while the message travelled): they are dropped (`_drop_early`), so
+        # the master's totals are the sum of what the workers counted in their windows.
+        _pending.update(c.id for c in runner.clients.all)
+        runner.send_message("loadgrid_window")
+    _reset_here(env)
+
+
+_pending: set = set()  # on the master: workers whose window is not yet open
+
+
+def _reset_here(env):
+    env.runner.stats.reset_all()
     # Locust fires reset_stats only from its web UI; fired here, the locustfile's own counters follow the window.
     env.events.reset_stats.fire()
 
 
+def _worker_opens(environment, **_kw):
+    _reset_here(environment)
+    # Sent after the reset: every report this worker sent before it travels ahead of this message.
+    environment.runner.send_message("loadgrid_window_ack")
+
+
+def _acknowledged(environment, msg, **_kw):
+    _pending.discard(msg.node_id)
+
+
+@events.worker_report.add_listener
+def _drop_early(client_id=None, data=None, **_kw):
+    """Registered at import, so it runs before Locust's own listener merges the report into the master's stats."""
+    if client_id not in _pending or not isinstance(data, dict):
+        return
+    runner = _environment["env"].runner
+    data["stats"], data["errors"] = [], {}
+    data["stats_total"] = StatsEntry(runner.stats, "Aggregated", None).serialize()
+
+
+@events.init.add_listener
+def _listen(environment, **_kw):
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message("loadgrid_window", _worker_opens)
+    elif isinstance(environment.runner, MasterRunner):
+        environment.runner.register_message("loadgrid_window_ack", _acknowledged)
+
+
 @events.spawning_complete.add_listener
 def _on_spawned(user_count, **_kw):
-    if not isinstance(_environment["env"].runner, WorkerRunner):
-        _state["spawn_complete_at"] = time.time()
+    if isinstance(_environment["env"].runner, WorkerRunner):
+        return  # a worker opens its window when the master says (loadgrid_window)
+    _state["spawn_complete_at"] = time.time()
     if WARMUP_S > 0 and RESET:
         gevent.spawn_later(WARMUP_S, _open_window)
     else:
