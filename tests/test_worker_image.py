@@ -202,10 +202,16 @@ def _layer_paths(tag: str) -> list[str]:
     with (subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE) as save,
           tarfile.open(fileobj=save.stdout, mode="r|") as outer):
         for member in outer:
-            if member.isfile() and member.name.endswith("layer.tar"):
-                with tarfile.open(fileobj=outer.extractfile(member), mode="r|") as layer:
+            if not member.isfile():
+                continue
+            # Any member may be a layer: <id>/layer.tar in Docker's old format, blobs/sha256/<digest> in OCI's.
+            try:
+                with tarfile.open(fileobj=outer.extractfile(member), mode="r|*") as layer:
                     paths += [m.name for m in layer]
+            except tarfile.TarError:  # the manifest, the config: not a layer
+                continue
     assert save.returncode == 0
+    assert len(paths) > 1000, "the layers were read (the base alone has thousands of files)"
     return paths
 
 
