@@ -95,7 +95,7 @@ say "base image: $base (in .env)"
 # --- 4. CA bundle for image builds -------------------------------------------------------------------
 ca=${LOADGRID_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 if [ -s "$ca" ]; then
-    for dir in model_service/ca gateway/ca; do cp "$ca" "$dir/extra-ca.crt"; done
+    for dir in model_service/ca gateway/ca loadgrid/worker_image/ca; do cp "$ca" "$dir/extra-ca.crt"; done
     say "image builds trust $ca"
 fi
 say "done. Run: .venv/bin/python orchestrate.py --config config.yaml"
