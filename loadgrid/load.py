@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import __version__, redact, safefile, settings
 from .plan import RunSpec, format_number
-from .store import Generator, GeneratorLag, OpenLoop, Stop, WholeRun, Window, _Coerced
+from .store import Generator, GeneratorLag, GeneratorWorker, OpenLoop, Stop, WholeRun, Window, Workers, _Coerced
 from .validity import lag_limit_ms
 
 WINDOW_PLUGIN = Path(__file__).with_name("locust_window.py")
@@ -370,10 +370,13 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
     result = parse_result(exit_code, files, spec, options)
     usable = usable_cores(proc.pid)
     # One Locust process runs on one thread, so it can use one core at most; N processes can use N cores,
-    # but no more than the cores the generator may run on (4 processes on 2 cores are at most 200%).
-    cores = max(1, min(options.processes, usable))
-    gen = Generator(processes=options.processes, usable_cores=usable,
-                    lag_ms=result.generator.lag_ms if result.generator else None,
+    # but no more than the cores the generator may run on (4 processes on 2 cores are at most 200%). A
+    # distributed master is one process with no users: its CPU is its own, each worker's is in `workers`.
+    local = 1 if options.distributed else options.processes
+    cores = max(1, min(local, usable))
+    before = result.generator or Generator()
+    gen = Generator(processes=local, usable_cores=usable, lag_ms=before.lag_ms, workers=before.workers,
+                    distributed=before.distributed, mode="distributed" if options.distributed else "local",
                     locust_cpu_warning="CPU usage above" in _read(files.locust_log),
                     **meter.summary(result.window.start_at if result.window else None, cores=cores))
     result.generator = replace(gen, **self_delay(gen, result.requests, result.duration_s, spec.users))
@@ -410,8 +413,8 @@ def self_delay(generator: Generator | dict, requests: int, window_s: float, user
     """
     generator = Generator.of(generator) or Generator()
     pct, cores = generator.cpu_pct_mean, generator.cores or 1
-    if pct is None or not requests or window_s <= 0:
-        return {}
+    if pct is None or not requests or window_s <= 0 or generator.mode == "distributed":
+        return {}  # distributed: the CPU measured here is the master's, which sends nothing
     cpu_ms_per_request = pct / 100 * cores * window_s * 1000 / requests
     users_per_process = max(1, users // max(1, generator.processes or 1))
     return {"cpu_ms_per_request": round(cpu_ms_per_request, 3),
@@ -426,6 +429,13 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
         entries = json.loads(files.stats_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         log_tail = _tail(files.locust_log)
+        joined = _workers_file(files) if options.distributed else None
+        if joined is not None and "Gave up waiting for workers" in _read(files.locust_log):
+            files.workers_json.unlink(missing_ok=True)
+            return LoadResult(locust_exit=exit_code, error=(
+                f"{len(joined.get('joined') or {})} of {options.workers} Locust workers joined within "
+                f"{format_number(options.worker_wait_s)}s (worker_wait); start them with `loadgrid worker --master "
+                f"HOST:{options.master_port}` on the load machines, or lower expect_workers"))
         return LoadResult(locust_exit=exit_code, error=f"Locust wrote no final stats (exit {exit_code}): {log_tail}")
     result = totals(entries)
     result.locust_exit = exit_code
@@ -440,8 +450,16 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
     if result.window and result.window.end_at and result.window.start_at:
         result.window_thirds = window_thirds(latency_parts, result.window.start_at, result.window.end_at)
     lag = generator_lag(latency_parts, result.latency_ms.get("p50"))
-    if lag:
-        result.generator = Generator(lag_ms=GeneratorLag.of(lag))
+    workers = worker_summaries(latency_parts, parts, lag_limit_ms(result.latency_ms.get("p50")))
+    distributed = distributed_summary(files, options, result.requests, workers) if options.distributed else None
+    if lag or workers or distributed:
+        result.generator = Generator(lag_ms=GeneratorLag.of(lag) if lag else None, workers=workers,
+                                     distributed=distributed)
+    if distributed and distributed.joined is not None and distributed.joined < options.workers \
+            and result.error is None and "Gave up waiting for workers" in _read(files.locust_log):
+        result.error = (f"{distributed.joined} of {options.workers} Locust workers joined within "
+                        f"{format_number(options.worker_wait_s)}s (worker_wait); start them with `loadgrid worker "
+                        f"--master HOST:{options.master_port}` or lower expect_workers")
     if spec is not None and spec.open_loop:
         result.open_loop = open_loop_counts(parts, spec, options, latency_parts)
     elif spec is not None and options.requests_per_user:
@@ -614,6 +632,72 @@ def generator_lag(latency_parts: list[dict], latency_p50_ms: float | None = None
                              "p99": round(log_percentile(merge_histograms([lag.get("hist")]), 0.99), 2),
                              "max": round(lag.get("max_ms", 0.0), 2)} for pid, lag in lags],
             "series": [[second, worst] for second, worst in sorted(per_second.items())]}
+
+
+# The master's window totals and the sum of its workers' own counts must agree within this many requests
+# (the larger of the two): both count the same requests over the same window (locust_window.py aligns the
+# workers' windows on the master's and drops reports sent before a worker's opened; locust_dist.py waits for
+# each worker's last statistics), so a difference means statistics were lost on the way.
+RECONCILE_ABS = 5
+RECONCILE_SHARE = 0.002
+
+
+def reconcile_tolerance(requests: int) -> int:
+    return max(RECONCILE_ABS, math.ceil(RECONCILE_SHARE * requests))
+
+
+def _workers_file(files: RunFiles) -> dict | None:
+    try:
+        data = json.loads(files.workers_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def distributed_summary(files: RunFiles, options: LoadOptions, master_requests: int,
+                        workers: list[GeneratorWorker]) -> Workers:
+    """Who the master expected, who joined and reported (the master's workers file, read once and removed), and
+    the master's window total against the sum of the workers' counts."""
+    info = _workers_file(files) or {}
+    files.workers_json.unlink(missing_ok=True)
+    stop = info.get("stop") or {}
+    counted = sum(w.requests or 0 for w in workers)
+    tolerance = reconcile_tolerance(max(master_requests, counted))
+    return Workers(expected=options.workers, joined=len(info.get("joined") or {}),
+                   reported=len([w for w, kinds in (info.get("parts") or {}).items() if "done" in kinds]),
+                   missing=[str(m) for m in stop.get("missing") or []], stop_waited_s=stop.get("waited_s"),
+                   master_requests=master_requests, workers_requests=counted, tolerance=tolerance,
+                   reconciled=abs(master_requests - counted) <= tolerance)
+
+
+def worker_summaries(latency_parts: list[dict], count_parts: list[dict], lag_limit: float) -> list[GeneratorWorker]:
+    """One entry per worker (the parts a master wrote carry `worker_id`): where it ran, what it sent, and its
+    own CPU and lag over its window. CPU: its CPU seconds over the wall seconds from its window's opening to its
+    users' stop, of the one core a Locust process can use; max: its busiest whole second inside the window."""
+    users = {p.get("worker_id"): p.get("users_started") for p in count_parts if p.get("worker_id")}
+    out = []
+    for part in latency_parts:
+        worker = part.get("worker_id")
+        if not worker:
+            continue  # a single local process: described by the generator's own figures
+        where, cpu, lag = part.get("where") or {}, part.get("cpu") or {}, part.get("lag") or {}
+        start, stop = part.get("window_start_at"), part.get("stopped_at")
+        wall = cpu.get("wall_s") or 0.0
+        per_s = {int(k): v for k, v in (cpu.get("per_s") or {}).items()}
+        inside = [v for k, v in per_s.items() if start and stop and start <= k and k + 1 <= stop]
+        hist = merge_histograms([lag.get("hist")])
+        out.append(GeneratorWorker(
+            id=str(worker), name=where.get("name") or None, hostname=where.get("hostname"),
+            container=where.get("container") or None, pid=where.get("pid", part.get("pid")), cores=where.get("cores"),
+            users=users.get(worker), requests=part.get("count", 0), failures=part.get("failures"),
+            window_start_at=start, stopped_at=stop,
+            cpu_pct_mean=round(100 * cpu["seconds"] / wall, 1) if wall > 0 and cpu.get("seconds") is not None
+            else None,
+            cpu_pct_max=round(100 * max(inside), 1) if inside else None,
+            lag_p99_ms=round(log_percentile(hist, 0.99), 2) if hist else None,
+            lag_max_ms=round(lag.get("max_ms", 0.0), 2) if hist else None, lag_samples=lag.get("count"),
+            lag_over_limit=sum(n for k, n in hist.items() if EXACT_STEP ** k > lag_limit) if hist else None))
+    return out
 
 
 def window_thirds(latency_parts: list[dict], start: float, end: float) -> list[dict]:

@@ -29,7 +29,7 @@ import uuid
 
 import gevent
 from locust import events
-from locust.runners import STATE_INIT, MasterRunner, WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadgrid import safefile  # stdlib only: safe to import in Locust's gevent world
 
@@ -85,7 +85,7 @@ def setup_reply(runner) -> dict:
     reply = {"run": RUN_ID, "locust_version": locust_version,
              "loadgrid_version": os.environ.get("LOADGRID_VERSION", ""),
              "env": {k: v for k, v in os.environ.items() if k.startswith("LOADGRID_") and k not in NOT_SHIPPED}}
-    if runner.state != STATE_INIT:
+    if _workers.get("started_at"):
         reply["refused"] = "this run has already started; waiting for the next one"
         return reply
     try:
@@ -114,6 +114,15 @@ def _on_part(environment, msg, **_kw):
         part = {**data["part"], "worker_id": worker}
         safefile.replace(f"{prefix}.{worker}.part", json.dumps(part))
     _write_workers()
+
+
+@events.test_start.add_listener
+def _started(environment, **_kw):
+    # Locust's own state says "stopped" before any worker has joined (no worker is running), so the master
+    # keeps its own word for "the test has begun".
+    if isinstance(environment.runner, MasterRunner):
+        _workers["started_at"] = time.time()
+        _write_workers()
 
 
 @events.worker_connect.add_listener

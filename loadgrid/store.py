@@ -152,8 +152,51 @@ class GeneratorLag(SubRecord):
 
 
 @dataclass(eq=False)
+class GeneratorWorker(SubRecord):
+    """One Locust worker process (a `--processes` child here, or `loadgrid worker` anywhere), as it measured
+    itself over the window (load.worker_summaries): where it ran, its users and requests, its CPU (of the one
+    core a Locust process can use) and lag; validity.worker_bound judges each one."""
+
+    id: str | None = None  # Locust's worker id (host name and a random part), as a file name
+    name: str | None = None
+    hostname: str | None = None
+    container: str | None = None
+    pid: int | None = None
+    cores: int | None = None
+    users: int | None = None
+    requests: int | None = None
+    failures: int | None = None
+    window_start_at: float | None = None
+    stopped_at: float | None = None
+    cpu_pct_mean: float | None = None  # CPU seconds over the window's wall seconds, of one core
+    cpu_pct_max: float | None = None  # the busiest whole second of the window
+    lag_p99_ms: float | None = None
+    lag_max_ms: float | None = None
+    lag_samples: int | None = None
+    lag_over_limit: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Workers(SubRecord):
+    """The master's side of a distributed run (locust_dist.py): workers expected, joined, whose parts came
+    back, and the master's window totals against the sum of its workers' own counts."""
+
+    expected: int | None = None
+    joined: int | None = None
+    reported: int | None = None  # workers whose parts and last statistics arrived before the master quit
+    missing: list[str] = field(default_factory=list)
+    stop_waited_s: float | None = None
+    master_requests: int | None = None
+    workers_requests: int | None = None
+    tolerance: int | None = None  # |master - sum of workers| allowed, in requests
+    reconciled: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(eq=False)
 class Generator(SubRecord):
-    """The load generator itself: its processes, CPU, and lag."""
+    """The load generator itself: its processes, CPU, and lag; with workers, each worker's."""
 
     processes: int | None = None
     usable_cores: int | None = None
@@ -166,10 +209,17 @@ class Generator(SubRecord):
     lag_ms: GeneratorLag | None = None
     cpu_ms_per_request: float | None = None
     self_delay_worst_ms: float | None = None
+    # "local" (Locust's processes on this machine: the CPU figures are the whole tree's) or "distributed"
+    # (a master here with workers anywhere: the CPU figures are the master's, the workers' are their own).
+    mode: str | None = None
+    workers: list[GeneratorWorker] = field(default_factory=list)
+    distributed: Workers | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.lag_ms = GeneratorLag.of(self.lag_ms)
+        self.workers = [GeneratorWorker.of(w) for w in self.workers or [] if w]
+        self.distributed = Workers.of(self.distributed)
 
 
 @dataclass(eq=False)

@@ -37,6 +37,7 @@ def judge(variant: str, expected_replicas: int, load: LoadReport | None, error: 
                                              (load.latency_ms or {}).get("p50"))
         if client_bound:
             reasons.append(why)
+        reasons += distributed_problems(load.generator)
         open_reasons, behind = open_loop_problems(load.open_loop)
         reasons += open_reasons
         client_bound = client_bound or behind
@@ -158,10 +159,17 @@ def generator_bound(generator: Generator | dict | None, limit_pct: float,
     generator = Generator.of(generator) or Generator()
     used = generator.cpu_pct_mean
     cores = generator.cores if generator.cores is not None else 1
+    distributed = generator.mode == "distributed"
     if used is not None and used > limit_pct:
+        if distributed:
+            return True, (f"client-bound: Locust's master used {used:.0f}% of its core (limit {limit_pct:.0f}%) "
+                          "gathering its workers' statistics; give the master a core of its own")
         return True, (f"client-bound: Locust used {used:.0f}% of the {cores} core(s) it can use (limit "
                       f"{limit_pct:.0f}%), so the numbers measure the load generator; raise locust_processes "
                       "or give it more cores")
+    bound, why = worker_bound(generator.workers, limit_pct, latency_p50_ms)
+    if bound:
+        return True, why
     lag = generator.lag_ms
     if lag is not None and lag.p99 is not None and (lag.samples or 0) >= LAG_MIN_SAMPLES:
         limit = lag_limit_ms(latency_p50_ms)
@@ -177,6 +185,41 @@ def generator_bound(generator: Generator | dict | None, limit_pct: float,
     if generator.locust_cpu_warning:
         return True, "client-bound: Locust warned that its CPU usage was above 90%"
     return False, ""
+
+
+def worker_bound(workers, limit_pct: float, latency_p50_ms: float | None) -> tuple[bool, str]:
+    """Each worker judged on its own (one starved worker among several is hidden in a mean): its CPU over its
+    window against the limit (a Locust process uses one core at most), and its lag by the same rule as above."""
+    limit = lag_limit_ms(latency_p50_ms)
+    for w in workers:
+        label = f"worker {w.name or w.hostname or w.id}" + (f" (pid {w.pid})" if w.pid else "")
+        if w.cpu_pct_mean is not None and w.cpu_pct_mean > limit_pct:
+            return True, (f"client-bound: Locust {label} used {w.cpu_pct_mean:.0f}% of its core (limit "
+                          f"{limit_pct:.0f}%), so the numbers measure the load generator; add workers or give "
+                          "them more cores")
+        if (w.lag_p99_ms is not None and (w.lag_samples or 0) >= LAG_MIN_SAMPLES and w.lag_p99_ms > limit
+                and (w.lag_over_limit or 0) >= LAG_MIN_OVER):
+            cpu = f"{w.cpu_pct_mean:.0f}%" if w.cpu_pct_mean is not None else "unmeasured"
+            return True, (f"client-bound: Locust {label} woke late (lag p99 {w.lag_p99_ms:.1f} ms, max "
+                          f"{w.lag_max_ms or 0:.1f} ms; {w.lag_over_limit} of {w.lag_samples} wake-ups later than "
+                          f"{limit:.1f} ms) while its CPU was {cpu}: it was starved or busy; give it a core of its "
+                          "own or add workers")
+    return False, ""
+
+
+def distributed_problems(generator: Generator | None) -> list[str]:
+    """A distributed run whose master and workers disagree, or whose workers did not all report, is not whole."""
+    dist = generator.distributed if generator is not None else None
+    if dist is None:
+        return []
+    reasons = []
+    if dist.missing:
+        reasons.append(f"{len(dist.missing)} Locust worker(s) sent no final counts before the master quit "
+                       f"({', '.join(dist.missing[:3])}): a worker died or its network was too slow")
+    if dist.reconciled is False:
+        reasons.append(f"the master counted {dist.master_requests} requests in the window, its workers "
+                       f"{dist.workers_requests} (tolerance {dist.tolerance}): statistics were lost on the way")
+    return reasons
 
 
 # An open-loop generator is behind its schedule when it sends less than this share of the scheduled rate,
