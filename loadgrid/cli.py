@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import signal
 import sys
 import traceback
@@ -22,7 +23,7 @@ from . import payload as payload_mod
 from . import plan as plan_mod
 from .errors import UserError
 
-COMMANDS = ("run", "report", "compare", "init")
+COMMANDS = ("run", "report", "compare", "init", "worker")
 PROG = "loadgrid"
 DESCRIPTION = """\
 loadgrid benchmarks a model-serving stack: it brings the stack up with Docker Compose at each size you list
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"loadgrid {__version__}")
-    sub = parser.add_subparsers(dest="command", title="commands", metavar="{run,report,compare,init}")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="{run,report,compare,init,worker}")
     run = sub.add_parser("run", help="run the grid of a config (the default: loadgrid --config config.yaml)",
                          description="Run every point of the config's grid (or, with --dry-run, list them). "
                                      "A load flag overrides its config key.")
@@ -73,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
                           "than PCT percent and beyond the noise (Welch's t-test at 95%% where both sides have 2 or "
                           "more valid repeats) on any common point, or B has no valid run where A has one")
     cmp.add_argument("--verbose", "-v", action="store_true", help="tracebacks on errors")
+    # Handled in main before parsing (it runs loadgrid.worker in a process of its own); listed for --help.
+    sub.add_parser("worker", help="join a loadgrid master as a Locust worker: loadgrid worker --master HOST[:PORT] "
+                                  "(loadgrid worker --help)", add_help=False)
     ini = sub.add_parser("init", help="write a starter config.yaml for an existing compose project",
                          description=starter.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ini.add_argument("compose_files", nargs="*", metavar="COMPOSE_FILE",
@@ -178,7 +182,12 @@ def _on_sigterm(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        # A process of its own: the worker imports Locust (gevent's monkey patching), which must happen before
+        # anything else is imported, and never in the orchestrator.
+        os.execv(sys.executable, [sys.executable, "-m", "loadgrid.worker", *argv[1:]])
+    args = parse_args(argv)
     try:
         if args.command == "report":
             return cmd_report(Path(args.output))

@@ -89,6 +89,12 @@ class Config:
     repeats: int = settings.default("repeats")
     # Locust processes (one core each at most); 0 = auto: what the cores allow beside the stack.
     locust_processes: int = settings.default("locust_processes")
+    # Distributed load: workers started beside the stack, workers joined by hand, and the master's address.
+    load_workers: int = settings.default("load_workers")
+    expect_workers: int = settings.default("expect_workers")
+    worker_wait_s: int = settings.default("worker_wait")
+    master_bind: str = settings.default("master_bind")
+    master_port: int = settings.default("master_port")
     # A run whose load generator used more than this share of its cores is client-bound, not capacity.
     client_cpu_limit_pct: float = settings.default("client_cpu_limit_pct")
     # GPU variant: GPUs reserved per replica (a number or "all") or explicit device ids (not both), and
@@ -463,6 +469,7 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
         if "cost_per_replica" in raw and target is None else {},
         repeats=errors.setting(raw, "repeats"),
         client_cpu_limit_pct=errors.setting(raw, "client_cpu_limit_pct"),
+        **_worker_settings(raw, errors, target is not None),
         **errors.take(_gpu_settings, raw, default={}),
     )
     errors.raise_all(keys=list(raw))
@@ -484,6 +491,21 @@ def from_mapping(raw: Any, base: Path, source: Path = Path("config.yaml"), envir
         **fields,
         **load_keys,
     )
+
+
+def _worker_settings(raw: dict, errors: Collector, target_mode: bool) -> dict:
+    """load_workers, expect_workers and the master's address; with workers, Locust runs no processes here."""
+    out = {key: errors.setting(raw, key) for key in ("load_workers", "expect_workers", "master_bind", "master_port")}
+    out["worker_wait_s"] = errors.setting(raw, "worker_wait")
+    if target_mode and raw.get("load_workers"):
+        errors.add("config: load_workers: needs a compose stack to start them beside; in target mode start workers "
+                   "by hand (`loadgrid worker --master HOST:PORT`) and set expect_workers")
+    if raw.get("load_workers") or raw.get("expect_workers"):
+        for key in ("locust_processes", "processes", "threads"):
+            if key in raw:
+                errors.add(f"config: {key}: not used with load_workers/expect_workers (each worker is one Locust "
+                           "process and the master runs none); remove it")
+    return out
 
 
 # The default user: shipped in the package, so a config anywhere finds it. The project's root locustfile.py

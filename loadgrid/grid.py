@@ -10,15 +10,17 @@ measure.py (one run's facts), judge.py (verdict and bottleneck), session.py (out
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 
-from . import capacity, load, redact, store
+from . import capacity, load, loadgen, redact, store
 from . import judge as judge_mod
 from . import measure as measure_mod
 from . import plan as plan_mod
 from .backend import Stack
 from .config import TARGET_VARIANT, Config
+from .errors import UserError
 from .measure import Measured
 from .plan import Plan, RunSpec, StackGroup
 from .preflight import Checked, gpu_fit, preflight, validated_stack
@@ -83,8 +85,8 @@ class Grid:
     def variant(self, variant: str, groups: list[StackGroup]) -> None:
         stack = self.checked.stacks.get(variant) or validated_stack(self.config, variant)
         t = self.outcome.timings
-        with stack.running():
-            error = self.build(variant, stack)
+        with stack.running(), contextlib.ExitStack() as beside:
+            error = self.build(variant, stack) or self.start_workers(variant, stack, beside)
             if error:
                 for spec in (r for g in groups for r in g.runs):
                     self.store(spec, self.judge(self.unmeasured(spec, stack, error)))
@@ -98,6 +100,21 @@ class Grid:
                 self.stack_size(group, stack)
             t0 = time.monotonic()
         t.teardown_s += time.monotonic() - t0
+
+    def start_workers(self, variant: str, stack: Stack, beside: contextlib.ExitStack) -> str | None:
+        """load_workers: the engine's Locust workers for this variant (removed when it ends); None, or why they
+        could not start (the variant's points fail with it)."""
+        workers = loadgen.for_stack(self.config, stack, self.say)
+        if workers is None:
+            return None
+        log = self.config.output_dir / variant / "workers.log"
+        self.say(f"[{variant}] starting {self.config.load_workers} Locust worker(s) (log: {log})")
+        try:
+            beside.enter_context(loadgen.running(workers, log))
+        except UserError as exc:
+            self.say(f"[{variant}] Locust workers did not start: {exc}")
+            return f"Locust workers did not start: {exc}"
+        return None
 
     def stack_size(self, group: StackGroup, stack: Stack) -> None:
         """Prepare one size (scale, readiness), then every point: measure -> judge -> store."""

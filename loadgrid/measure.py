@@ -133,7 +133,17 @@ def load_options(config: Config, spec: RunSpec | None, cpus: int) -> load.LoadOp
     processes = spec.users if spec is not None and spec.open_loop else plan_mod.generator_processes(config, cpus)
     return load.LoadOptions(processes=processes, warmup_s=config.warmup_s, send_as=config.send_as,
                             expect=config.expect, requests_per_user=config.requests_per_user, arrival=config.arrival,
-                            max_in_flight=config.max_in_flight)
+                            max_in_flight=config.max_in_flight, workers=config.load_workers + config.expect_workers,
+                            master_bind=master_bind(config), master_port=config.master_port,
+                            worker_wait_s=config.worker_wait_s)
+
+
+def master_bind(config: Config) -> str:
+    """Where the master listens: loopback when every worker is a container on this machine's network (Compose's
+    load_workers), else every interface (workers joined by hand, a swarm's nodes), unless master_bind says."""
+    if config.master_bind:
+        return config.master_bind
+    return "127.0.0.1" if not config.expect_workers and config.backend == "compose" else "*"
 
 
 def unmeasured(config: Config, spec: RunSpec, stack: Stack | None, error: str, payload: dict,

@@ -87,7 +87,10 @@ class Plan:
 
 def generator_processes(config: Config, cpus: int) -> int:
     """Locust processes: as configured, or auto: one core of two (of the machine's `cpus`) for Locust, the rest
-    for the stack."""
+    for the stack; with workers, one per worker."""
+    workers = config.load_workers + config.expect_workers
+    if workers:
+        return workers  # distributed: one Locust process per worker (an open-loop run: one user each)
     return config.locust_processes or max(1, cpus // 2)
 
 

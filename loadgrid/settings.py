@@ -119,6 +119,20 @@ def positive_int(raw: dict, key: str) -> int:
     return value
 
 
+def count(raw: dict, key: str) -> int:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise bad(key, value, "a whole number, 0 or more")
+    return value
+
+
+def port(raw: dict, key: str) -> int:
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise bad(key, value, "a TCP port from 1 to 65535")
+    return value
+
+
 def positive_number(raw: dict, key: str) -> float:
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
@@ -315,6 +329,17 @@ SETTINGS: tuple[Setting, ...] = (
             field="warmup_s", locust="LOADGRID_WARMUP_S"),
     Setting("repeats", 1, "runs of each point (2 or more: spread and Welch's test in compare)", positive_int),
     Setting("locust_processes", 0, "Locust processes, or auto (what the cores allow beside the stack)", processes),
+    # Distributed load (README: load workers).
+    Setting("load_workers", 0, "Locust workers loadgrid starts beside the stack (Compose: containers on this "
+            "machine; swarm: a service over the nodes); the master here runs no users", count, flag="--load-workers",
+            metavar="N"),
+    Setting("expect_workers", 0, "Locust workers joined by hand (`loadgrid worker --master HOST:PORT`) that each run "
+            "waits for, beside load_workers", count, flag="--expect-workers", metavar="N"),
+    Setting("worker_wait", 60, "how long each run waits for its workers to join before it fails, saying how many "
+            "did", duration, field="worker_wait_s"),
+    Setting("master_bind", "", "the address the Locust master listens on for workers (default: 127.0.0.1 when every "
+            "worker runs on this machine, else every interface)", string),
+    Setting("master_port", 5557, "the port the Locust master listens on for workers", port),
     Setting("client_cpu_limit_pct", 60.0, "a run whose load generator used more of its cores is client-bound",
             percent),
     # GPU.

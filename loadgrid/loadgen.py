@@ -1,0 +1,116 @@
+"""The Locust workers loadgrid starts itself (`load_workers: N`), placed by the engine the stack runs on.
+
+Compose: N containers of the worker image (loadgrid/worker_image) on this machine's host network, each
+running `loadgrid worker --master 127.0.0.1:PORT`. The host network gives them the route the master's own
+Locust would have (the stack's published port, as `host` names it) and lets the master listen on loopback
+only; their CPU is this machine's, beside the replicas', and the record says where each one ran.
+Swarm: one service of N tasks (host network on each node) that join the master at the manager's address.
+
+The workers serve run after run (every run has its own master) and are removed when the variant ends, also
+on errors, Ctrl-C and SIGTERM, like the stack. Crash and restart of a worker are not incidents of the stack:
+a worker that dies mid-run sends no final counts, and the run is invalid for that (validity.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import compose_lint, worker_image
+from .stack import StackError, _run
+
+LABEL = "org.loadgrid.workers"
+
+
+def base_image(compose_files: tuple[Path, ...] = ()) -> str:
+    """The base the worker image builds on: LOADGRID_BASE_IMAGE from the environment or the stack's .env (the
+    base the stack's own images use, so a machine without a registry has it), else python:3.11-slim."""
+    if os.environ.get("LOADGRID_BASE_IMAGE"):
+        return os.environ["LOADGRID_BASE_IMAGE"]
+    for folder in dict.fromkeys(f.parent for f in compose_files):
+        found = compose_lint.dotenv(folder).get("LOADGRID_BASE_IMAGE")
+        if found:
+            return found
+    return "python:3.11-slim"
+
+
+@dataclass
+class ContainerWorkers:
+    """N worker containers of one project on this machine's Docker engine (Compose's load_workers)."""
+
+    project: str
+    count: int
+    master_port: int
+    compose_files: tuple[Path, ...] = ()
+    say: Callable[[str], None] = print
+    image: str | None = None
+    names: list[str] = field(default_factory=list)
+
+    def _name(self, i: int) -> str:
+        return f"{self.project}-loadgrid-worker-{i}"
+
+    def start(self, log: Path | None = None) -> None:
+        self.remove()  # a crashed earlier run's workers would join this master too
+        self.image = worker_image.build(base_image(self.compose_files), log=log)
+        for i in range(1, self.count + 1):
+            name = self._name(i)
+            self.names.append(name)
+            _run(["docker", "run", "--detach", "--rm", "--name", name, "--network", "host", "--label",
+                  f"{LABEL}={self.project}", self.image, "--master", f"127.0.0.1:{self.master_port}", "--name", name],
+                 timeout=60)
+        self.say(f"started {self.count} Locust worker container(s) ({self.image}) on this machine")
+
+    def container_ids(self) -> list[str]:
+        proc = _run(["docker", "ps", "--all", "--quiet", "--no-trunc", "--filter", f"label={LABEL}={self.project}"],
+                    timeout=30, check=False)
+        return proc.stdout.split() if proc.returncode == 0 else []
+
+    def remove(self, timeout_s: float = 60) -> None:
+        """Remove every worker container of the project, waiting until `docker ps` lists none."""
+        ids = self.container_ids()
+        if ids:
+            _run(["docker", "rm", "--force", *ids], timeout=timeout_s, check=False)
+        deadline = time.monotonic() + timeout_s
+        while self.container_ids() and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling docker ps, bounded
+        left = self.container_ids()
+        if left:
+            raise StackError(f"could not remove Locust worker containers {', '.join(c[:12] for c in left)}; "
+                             "remove them with docker rm -f")
+        self.names.clear()
+
+
+@contextlib.contextmanager
+def running(workers: ContainerWorkers | None, log: Path | None = None) -> Iterator[ContainerWorkers | None]:
+    """Workers started for the body and always removed after it (also on Ctrl-C/SIGTERM)."""
+    if workers is None:
+        yield None
+        return
+    try:
+        workers.start(log)
+        yield workers
+    finally:
+        from .stack import _signals_held
+
+        with _signals_held():
+            workers.remove()
+
+
+def for_stack(config, stack, say: Callable[[str], None]) -> ContainerWorkers | None:
+    """The engine's workers for this stack, or None without load_workers."""
+    if not config.load_workers:
+        return None
+    if config.backend == "swarm":
+        from .swarm import SwarmWorkers
+
+        return SwarmWorkers(project=stack.project, count=config.load_workers, master_port=config.master_port,
+                            compose_files=tuple(stack.files), say=say)
+    return ContainerWorkers(project=stack.project, count=config.load_workers, master_port=config.master_port,
+                            compose_files=tuple(stack.files), say=say)
+
+
+__all__ = ["ContainerWorkers", "base_image", "for_stack", "running"]
