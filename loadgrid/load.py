@@ -432,10 +432,7 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
         joined = _workers_file(files) if options.distributed else None
         if joined is not None and "Gave up waiting for workers" in _read(files.locust_log):
             files.workers_json.unlink(missing_ok=True)
-            return LoadResult(locust_exit=exit_code, error=(
-                f"{len(joined.get('joined') or {})} of {options.workers} Locust workers joined within "
-                f"{format_number(options.worker_wait_s)}s (worker_wait); start them with `loadgrid worker --master "
-                f"HOST:{options.master_port}` on the load machines, or lower expect_workers"))
+            return LoadResult(locust_exit=exit_code, error=too_few_workers(len(joined.get("joined") or {}), options))
         return LoadResult(locust_exit=exit_code, error=f"Locust wrote no final stats (exit {exit_code}): {log_tail}")
     result = totals(entries)
     result.locust_exit = exit_code
@@ -457,9 +454,7 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
                                      distributed=distributed)
     if distributed and distributed.joined is not None and distributed.joined < options.workers \
             and result.error is None and "Gave up waiting for workers" in _read(files.locust_log):
-        result.error = (f"{distributed.joined} of {options.workers} Locust workers joined within "
-                        f"{format_number(options.worker_wait_s)}s (worker_wait); start them with `loadgrid worker "
-                        f"--master HOST:{options.master_port}` or lower expect_workers")
+        result.error = too_few_workers(distributed.joined, options)
     if spec is not None and spec.open_loop:
         result.open_loop = open_loop_counts(parts, spec, options, latency_parts)
     elif spec is not None and options.requests_per_user:
@@ -468,6 +463,13 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
     if exit_code not in (0, 1):
         result.error = f"Locust exited with {exit_code}: {_tail(files.locust_log)}"
     return result
+
+
+def too_few_workers(joined: int, options: LoadOptions) -> str:
+    return (f"{joined} of {options.workers} Locust workers joined within {format_number(options.worker_wait_s)}s "
+            f"(worker_wait): workers loadgrid starts (load_workers) log to workers.log and docker logs; workers "
+            f"joined by hand (expect_workers) run `loadgrid worker --master HOST:{options.master_port}` and must "
+            "reach this machine's port")
 
 
 def totals(entries: list[dict]) -> LoadResult:

@@ -108,7 +108,7 @@ def for_stack(config, stack, say: Callable[[str], None]) -> ContainerWorkers | N
         from .swarm import SwarmWorkers
 
         return SwarmWorkers(project=stack.project, count=config.load_workers, master_port=config.master_port,
-                            compose_files=tuple(stack.files), say=say)
+                            compose_files=tuple(stack.files), say=say, registry=config.registry)
     return ContainerWorkers(project=stack.project, count=config.load_workers, master_port=config.master_port,
                             compose_files=tuple(stack.files), say=say)
 

@@ -458,3 +458,72 @@ def _epoch(stamp: str) -> float | None:
         return None
     digits = "".join(ch for ch in frac if ch.isdigit())
     return whole + (int(digits) / 10 ** len(digits) if digits else 0.0)
+
+
+# --- the load generator's workers as a service (load_workers) ----------------------------------------------
+
+WORKERS_SERVICE = "loadgrid-worker"
+
+
+@dataclasses.dataclass
+class SwarmWorkers:
+    """load_workers on Swarm: one service of N tasks of the worker image, spread over the nodes by Swarm, on each
+    node's host network, joining the master at the manager's address (`docker info`: Swarm.NodeAddr). With more
+    than one node the image is pushed to `registry` first, as the stack's are. Removed with `docker service rm`,
+    waited until its containers are gone."""
+
+    project: str
+    count: int
+    master_port: int
+    compose_files: tuple[Path, ...] = ()
+    say: Callable[[str], None] = print
+    registry: str | None = None
+    image: str | None = None
+
+    @property
+    def service(self) -> str:
+        return f"{self.project}_{WORKERS_SERVICE}"
+
+    def start(self, log: Path | None = None) -> None:
+        from . import loadgen, worker_image
+
+        self.remove()
+        self.image = worker_image.build(loadgen.base_image(self.compose_files), log=log)
+        image = self.image
+        nodes = len(_run(["docker", "node", "ls", "--quiet"], timeout=30).stdout.split())
+        if nodes > 1:
+            if not self.registry:
+                raise UserError(f"load_workers: the swarm has {nodes} nodes and the worker image is only on this "
+                                "one; set registry: (the registry every node pulls from)", exit_code=1)
+            image = registry_image(self.registry, self.image)
+            _run(["docker", "tag", self.image, image], timeout=60)
+            _run(["docker", "push", image], timeout=1800)
+        address = _run(["docker", "info", "--format", "{{.Swarm.NodeAddr}}"], timeout=30).stdout.strip()
+        if not address:
+            raise UserError("load_workers: docker info gives no swarm address for this node: make it a manager "
+                            "(docker swarm init)", exit_code=1)
+        _run(["docker", "service", "create", "--detach", "--name", self.service, "--replicas", str(self.count),
+              # Not the stack's namespace label: `docker stack deploy --prune` would remove the service.
+              "--network", "host", "--label", f"org.loadgrid.workers={self.project}",
+              "--container-label", f"org.loadgrid.workers={self.project}",
+              "--env", "LOADGRID_WORKER_NAME={{.Task.Name}}@{{.Node.Hostname}}",
+              image, "--master", f"{address}:{self.master_port}"], timeout=120)
+        self.say(f"started the service {self.service}: {self.count} Locust worker task(s) ({image}), master at "
+                 f"{address}:{self.master_port}")
+
+    def leftovers(self) -> list[str]:
+        service = _run(["docker", "service", "ls", "--quiet", "--filter", f"name={self.service}"], timeout=30,
+                       check=False).stdout.split()
+        label = f"label={SWARM_SERVICE_LABEL}={self.service}"
+        containers = _run(["docker", "ps", "--all", "--quiet", "--filter", label], timeout=30,
+                          check=False).stdout.split()
+        return [f"service {s[:12]}" for s in service] + [f"container {c[:12]}" for c in containers]
+
+    def remove(self, timeout_s: float = DOWN_TIMEOUT_S) -> None:
+        _run(["docker", "service", "rm", self.service], timeout=60, check=False)
+        deadline = time.monotonic() + timeout_s
+        while (left := self.leftovers()) and time.monotonic() < deadline:
+            time.sleep(POLL_S)  # pacing between polls of a bounded loop, not synchronisation
+        if left:
+            raise StackError(f"docker service rm {self.service}: still there after {timeout_s:.0f}s: "
+                             f"{', '.join(left)}; remove it with docker service rm")

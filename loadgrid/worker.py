@@ -138,7 +138,7 @@ def worker_env(setup: dict, scratch: Path, *, name: str = "", target: str = "") 
     # Locust's `-f -` writes the master's files to the temp folder: one of this worker's own, so two workers
     # on one machine never read each other's half-written copy.
     env["TMPDIR"] = str(scratch)
-    env["LOADGRID_WORKER_NAME"] = name or socket.gethostname()
+    env["LOADGRID_WORKER_NAME"] = name or os.environ.get("LOADGRID_WORKER_NAME") or socket.gethostname()
     if target:
         env["LOADGRID_WORKER_TARGET"] = target
     else:
