@@ -99,15 +99,17 @@ def fetch_setup(master: Master, last_run: str | None, wait_s: float | None, say)
             gevent.sleep(1.0)
 
 
-def check_versions(setup: dict) -> None:
-    import locust
+def check_versions(setup: dict, locust_version: str | None = None) -> None:
+    """The master's loadgrid and Locust against this worker's (Locust's version read without importing it)."""
+    import importlib.metadata
 
+    mine = locust_version or importlib.metadata.version("locust")
     theirs = setup.get("loadgrid_version") or "?"
     if theirs != __version__:
         raise WorkerError(f"this worker runs loadgrid {__version__}, the master {theirs}: install the master's "
                           "version here (the plugins come from the master, the locustfile's helpers from here)")
-    if setup.get("locust_version") != locust.__version__:
-        raise WorkerError(f"this worker runs Locust {locust.__version__}, the master {setup.get('locust_version')}: "
+    if setup.get("locust_version") != mine:
+        raise WorkerError(f"this worker runs Locust {mine}, the master {setup.get('locust_version')}: "
                           f"pip install locust=={setup.get('locust_version')}")
 
 

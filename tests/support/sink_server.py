@@ -24,6 +24,7 @@ class Seen:
     content_type: str
     body: bytes
     at: float
+    client: str = ""  # the peer's address (a worker in a network namespace sends from its own)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class SinkServer:
     seen: list[Seen] = field(default_factory=list)
     fetches: dict[str, int] = field(default_factory=dict)
     quiesce_checks: int = 0  # loadgrid's unloaded idle checks (header X-Loadgrid-Quiesce), kept out of `seen`
+    bind: str = "127.0.0.1"  # 0.0.0.0: reachable from network namespaces too (tests/support/netns.py)
 
     def __post_init__(self):
         self._lock = threading.Lock()
@@ -72,7 +74,8 @@ class SinkServer:
                     if self.headers.get("X-Loadgrid-Quiesce"):
                         sink.quiesce_checks += 1
                         return self._answer(sink.status, sink.answer)
-                    sink.seen.append(Seen(self.path, self.headers.get("Content-Type", ""), body, time.time()))
+                    sink.seen.append(Seen(self.path, self.headers.get("Content-Type", ""), body, time.time(),
+                                          self.client_address[0]))
                     failing = len(sink.seen) <= sink.fail_first
                 if failing:
                     return self._answer(503, b'{"error": "warming up"}')
@@ -81,7 +84,7 @@ class SinkServer:
                         time.sleep(sink.delay_s)  # the server's own service time, not test synchronisation
                 self._answer(sink.status, sink.answer)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.bind, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         daemon=True)
