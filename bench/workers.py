@@ -527,6 +527,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers: give positive counts, e.g. 1,2,4")
     if args.nginx and not shutil.which("nginx"):
         parser.error("--nginx: nginx is not on PATH (this script installs nothing); drop --nginx")
+    # A `kill` ends the runs as Ctrl-C does: through the finally blocks that stop every process started.
+    signal.signal(signal.SIGTERM, signal.getsignal(signal.SIGINT) if callable(signal.getsignal(signal.SIGINT))
+                  else signal.default_int_handler)
     out = args.out or Path(tempfile.mkdtemp(prefix="loadgrid-workers-"))
     out.mkdir(parents=True, exist_ok=True)
     payload = out / "document.json"
