@@ -492,7 +492,7 @@ def hints(rows: list[dict], placement: Placement) -> list[str]:
         if r["machine_cpu"] is not None and r["machine_cpu"] >= 90:
             why.append(f"the machine was {r['machine_cpu']:.0f}% busy: every core was taken")
         if r["client_bound"]:
-            why.append(r["why"].split(";")[0])
+            why.append(r["why"].split(", so the numbers")[0].split("; give")[0])  # the finding, not the advice
         if not placement.allows(r["n"]):
             why.append(f"cores do not allow: {r['n']} workers + target on {len(placement.cores)} cores")
         if any(c not in (0, None) for c in r["exit_codes"]) or None in r["exit_codes"]:
