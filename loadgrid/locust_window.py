@@ -78,9 +78,15 @@ def _reset_here(env):
 
 
 def _worker_opens(environment, **_kw):
+    runner = environment.runner
+    # What this worker counted since its last report is from before the window: reported now, so the master
+    # counts it with the ramp-up (whole_run) instead of the reset throwing it away.
+    send_stats = getattr(runner, "_send_stats", None)
+    if send_stats is not None:
+        send_stats()
     _reset_here(environment)
     # Sent after the reset: every report this worker sent before it travels ahead of this message.
-    environment.runner.send_message("loadgrid_window_ack")
+    runner.send_message("loadgrid_window_ack")
 
 
 def _acknowledged(environment, msg, **_kw):
@@ -88,13 +94,22 @@ def _acknowledged(environment, msg, **_kw):
 
 
 @events.worker_report.add_listener
-def _drop_early(client_id=None, data=None, **_kw):
-    """Registered at import, so it runs before Locust's own listener merges the report into the master's stats."""
+def _before_window(client_id=None, data=None, **_kw):
+    """A report from a worker whose window is not open yet holds requests from before the window: kept with the
+    ramp-up's (before_window), and taken out of the report before Locust's own listener merges it into the
+    window's statistics (this one is registered at import, so it runs first)."""
     if client_id not in _pending or not isinstance(data, dict):
         return
     runner = _environment["env"].runner
+    _late["entries"].extend(data.get("stats") or [])
+    for error in (data.get("errors") or {}).values():
+        message = StatsError.parse_error(error.get("error"))
+        _late["errors"][message] = _late["errors"].get(message, 0) + int(error.get("occurrences") or 0)
     data["stats"], data["errors"] = [], {}
     data["stats_total"] = StatsEntry(runner.stats, "Aggregated", None).serialize()
+
+
+_late = {"entries": [], "errors": {}}  # on the master: workers' reports from before their window opened
 
 
 @events.init.add_listener
@@ -114,6 +129,13 @@ def _on_spawned(user_count, **_kw):
         gevent.spawn_later(WARMUP_S, _open_window)
     else:
         _open_window()
+
+
+def _merged(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return out
 
 
 def _errors(stats) -> dict:
@@ -136,8 +158,8 @@ def _write(environment, **_kw):
         "window_end_at": _state["window_end_at"] or time.time(),
         "test_start_at": _state["test_start_at"],
         "distributed": isinstance(environment.runner, MasterRunner),
-        "before_window": _state["before_window"] or [],
-        "before_window_errors": _state["before_window_errors"],
+        "before_window": (_state["before_window"] or []) + _late["entries"],
+        "before_window_errors": _merged(_state["before_window_errors"], _late["errors"]),
         # The window's failures by message, final: Locust's _failures.csv is rewritten only once a second.
         "errors": _errors(environment.runner.stats),
     }

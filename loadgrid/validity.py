@@ -189,7 +189,8 @@ def generator_bound(generator: Generator | dict | None, limit_pct: float,
 
 def worker_bound(workers, limit_pct: float, latency_p50_ms: float | None) -> tuple[bool, str]:
     """Each worker judged on its own (one starved worker among several is hidden in a mean): its CPU over its
-    window against the limit (a Locust process uses one core at most), and its lag by the same rule as above."""
+    window against the limit (a Locust process uses one core at most), and its lag by the same rule as above;
+    then the workers of each machine together, against the cores they may use (their CPU affinity)."""
     limit = lag_limit_ms(latency_p50_ms)
     for w in workers:
         label = f"worker {w.name or w.hostname or w.id}" + (f" (pid {w.pid})" if w.pid else "")
@@ -204,6 +205,20 @@ def worker_bound(workers, limit_pct: float, latency_p50_ms: float | None) -> tup
                           f"{w.lag_max_ms or 0:.1f} ms; {w.lag_over_limit} of {w.lag_samples} wake-ups later than "
                           f"{limit:.1f} ms) while its CPU was {cpu}: it was starved or busy; give it a core of its "
                           "own or add workers")
+    # Workers on one machine share its cores: two at 50% each on one core fill it, which neither shows alone.
+    by_host: dict[str, list] = {}
+    for w in workers:
+        if w.hostname and w.cpu_pct_mean is not None:
+            by_host.setdefault(w.hostname, []).append(w)
+    for host, group in by_host.items():
+        if len(group) < 2:
+            continue
+        cores = max(1, min(len(group), max(w.cores or 1 for w in group)))
+        share = sum(w.cpu_pct_mean for w in group) / cores
+        if share > limit_pct:
+            return True, (f"client-bound: the {len(group)} Locust workers on {host} together used {share:.0f}% of "
+                          f"the {cores} core(s) they can use (limit {limit_pct:.0f}%); spread them over more "
+                          "machines or cores")
     return False, ""
 
 

@@ -176,3 +176,30 @@ def test_ctrl_c_mid_run_removes_the_whole_stack(tmp_path, single_node_swarm):
         remove_stack(f"{project}-cpu")
     assert left == {"services": [], "networks": [], "containers": []}, run.lines
     assert json.loads((output / "cpu" / "2_2_2.json").read_text())["status"] == "interrupted"
+
+
+def test_load_workers_run_as_a_swarm_service_and_leave_nothing(tmp_path, single_node_swarm):
+    project = "lgtest-swarm-workers"
+    output = tmp_path / "reports"
+    config = write_config(tmp_path / "config.yaml", output, free_port(), project, backend="swarm",
+                          num_models_list="[1]", num_users_list="[4]", spawn_rate_list="[4]", run_time="10s",
+                          load_workers="2", master_port=str(free_port()))
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), "--config", str(config)],
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+        record = json.loads((output / "cpu" / "1_4_4.json").read_text())
+        assert record["status"] == "completed"
+        # Valid, or (on a shared 2-core machine) client-bound by a worker's lag: either way the workers measured.
+        assert all(r.startswith("client-bound: Locust worker") for r in record["validity"]["reasons"]), record
+        gen = record["load"]["generator"]
+        workers = gen["workers"]
+        assert len(workers) == 2 and all(f"{project}-cpu_loadgrid-worker." in w["name"] and "@" in w["name"]
+                                         and w["requests"] > 0 for w in workers), workers
+        assert gen["distributed"]["joined"] == 2 and gen["distributed"]["reconciled"], gen["distributed"]
+        left = docker("service", "ls", "--quiet", "--filter", f"name={project}-cpu_loadgrid-worker").stdout.split()
+        assert left == []
+        assert stack_leftovers(f"{project}-cpu") == {"services": [], "networks": [], "containers": []}
+    finally:
+        docker("service", "rm", f"{project}-cpu_loadgrid-worker")
+        remove_stack(f"{project}-cpu")

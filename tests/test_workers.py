@@ -45,7 +45,9 @@ def test_two_workers_share_the_users_and_the_master_reconciles_with_their_sum(tm
     # Both count the same requests over the same window: the master's total is the sum of the workers' counts.
     assert dist.master_requests == result.requests == sum(w.requests for w in gen.workers) == dist.workers_requests
     assert dist.reconciled
-    assert sink.count >= result.requests  # the ramp-up's requests are outside the window
+    # The ramp-up's requests are outside the window, and counted in the whole run: what the server saw.
+    assert sink.count >= result.requests
+    assert result.whole_run.requests == sink.count
     verdict = validity.distributed_problems(gen)
     assert verdict == []
 
@@ -135,6 +137,12 @@ def test_each_worker_is_judged_on_its_own():
     bound, why = validity.generator_bound(Generator(mode="distributed", workers=[calm, starved]), 60.0, 50.0)
     assert bound and "worker starved" in why and "30 of 500" in why
     assert validity.generator_bound(Generator(mode="distributed", workers=[calm]), 60.0, 50.0) == (False, "")
+    # Two workers pinned to one core, 50% each: neither is over the limit alone, the core is full.
+    pinned = [GeneratorWorker(name=f"p{i}", hostname="vm", cores=1, cpu_pct_mean=50.0) for i in range(2)]
+    bound, why = validity.generator_bound(Generator(mode="distributed", workers=pinned), 60.0, 50.0)
+    assert bound and "the 2 Locust workers on vm together used 100% of the 1 core(s)" in why
+    spread = [GeneratorWorker(name=f"s{i}", hostname=f"m{i}", cores=1, cpu_pct_mean=50.0) for i in range(2)]
+    assert validity.generator_bound(Generator(mode="distributed", workers=spread), 60.0, 50.0) == (False, "")
     master = Generator(mode="distributed", cpu_pct_mean=80.0, cores=1, workers=[calm])
     assert "master used 80%" in validity.generator_bound(master, 60.0, 50.0)[1]
 

@@ -1,0 +1,50 @@
+"""load_workers on Compose, on the real engine: a tiny grid whose load comes from two Locust worker containers
+(the worker image, built here), valid with both workers in its record, and no worker container left after."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from support.engine import ROOT, free_port, project_resources, write_config
+
+pytestmark = pytest.mark.docker
+
+
+def worker_containers(project: str) -> list[str]:
+    return subprocess.run(["docker", "ps", "-aq", "--filter", f"label=org.loadgrid.workers={project}"],
+                          capture_output=True, text=True, timeout=30).stdout.split()
+
+
+def test_a_grid_with_two_load_workers_on_compose(tmp_path):
+    project = "lgtest-workers"
+    output = tmp_path / "reports"
+    config = write_config(tmp_path / "config.yaml", output, free_port(), project, num_models_list="[1]",
+                          num_users_list="[4]", spawn_rate_list="[4]", run_time="10s", load_workers="2",
+                          master_port=str(free_port()))
+    started = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, str(ROOT / "orchestrate.py"), "--config", str(config)],
+                              capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+        assert "started 2 Locust worker container(s)" in proc.stdout
+        record = json.loads((output / "cpu" / "1_4_4.json").read_text())
+        assert record["validity"]["valid"], record["validity"]
+        gen = record["load"]["generator"]
+        assert gen["mode"] == "distributed"
+        names = sorted(w["name"] for w in gen["workers"])
+        assert names == [f"{project}-cpu-loadgrid-worker-1", f"{project}-cpu-loadgrid-worker-2"]
+        assert all(w["container"] and w["requests"] > 0 and w["users"] == 2 for w in gen["workers"]), gen["workers"]
+        dist = gen["distributed"]
+        assert dist["joined"] == 2 and dist["reported"] == 2 and dist["reconciled"], dist
+        assert dist["master_requests"] == record["load"]["requests"] == sum(w["requests"] for w in gen["workers"])
+        # The workers are gone the moment loadgrid returns, with the stack.
+        assert worker_containers(f"{project}-cpu") == []
+        assert project_resources(f"{project}-cpu") == ([], [])
+    finally:
+        print(f"workers grid: {time.monotonic() - started:.0f} s")
+        for cid in worker_containers(f"{project}-cpu"):
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
