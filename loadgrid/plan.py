@@ -156,6 +156,12 @@ def describe(plan: Plan, config: Config) -> str:
                              f"rate with p95 under {format_number(config.latency_target_ms)} ms")
     lines.append(f"payload: {config.payload_source} (sent as {config.send_as}"
                  f"{'; served means ' + config.expect if config.expect else ''})")
+    if config.load_workers or config.expect_workers:
+        placed = [f"{config.load_workers} started beside the stack ({config.backend})"] if config.load_workers else []
+        placed += [f"{config.expect_workers} joined by hand (loadgrid worker --master HOST:{config.master_port})"] \
+            if config.expect_workers else []
+        lines.append(f"load: Locust workers, {' + '.join(placed)}; the master listens here on port "
+                     f"{config.master_port} and each run waits up to {config.worker_wait_s}s for them")
     load_s = plan.load_time_s + capacity_time_s(plan, config)
     minutes, seconds = divmod(load_s, 60)
     est_min, est_s = divmod(estimated_total_s(plan) + capacity_time_s(plan, config), 60)

@@ -30,6 +30,13 @@ class Checked:
     skip: dict[str, str] = field(default_factory=dict)
 
 
+def preflight_master_port(config: Config) -> None:
+    """The Locust master's port must be free here: every run binds it, and a taken one fails every run."""
+    if port_taken(config.master_port):
+        raise UserError(f"config: master_port: port {config.master_port} is already in use on this machine (another "
+                        "Locust master?); stop what listens there or set master_port to a free port", exit_code=1)
+
+
 def validated_stack(config: Config, variant: str) -> Stack:
     stack = make_stack(config, variant)
     stack.validate()
@@ -39,6 +46,8 @@ def validated_stack(config: Config, variant: str) -> Stack:
 def preflight(config: Config, plan: Plan) -> Checked:
     """Every variant's stack, validated, and the variants to skip, with why (a missing GPU fails instead with
     gpu_required). Target mode: the endpoint must accept connections; there is no stack."""
+    if config.load_workers or config.expect_workers:
+        preflight_master_port(config)
     if config.target_mode:
         preflight_target(config)
         return Checked()

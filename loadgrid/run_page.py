@@ -228,11 +228,17 @@ def _generator_view(record: RunRecord, t0: float = 0.0, t_end: float = 1.0) -> d
     cores = _count(gen.cores) or 1
     procs = _count(gen.processes) or cores
     samples = _count(gen.samples)
-    text: list = [f"Locust ran as {procs} process{'es' if procs != 1 else ''} on up to {cores} "
-                  f"core{'s' if cores != 1 else ''}; over the window its CPU was ",
-                  Piece(f"{_num(gen.cpu_pct_mean)}%", "b"),
-                  f" on average and {_num(gen.cpu_pct_max)}% at most, as a share of those cores "
-                  f"({'?' if samples is None else samples} samples about once a second)."]
+    if gen.mode == "distributed":
+        text: list = [f"Locust ran as a master here (it runs no users) with {len(gen.workers)} worker"
+                      f"{'s' if len(gen.workers) != 1 else ''} (below); over the window the master's CPU was ",
+                      Piece(f"{_num(gen.cpu_pct_mean)}%", "b"), f" of its core on average and "
+                      f"{_num(gen.cpu_pct_max)}% at most ({'?' if samples is None else samples} samples)."]
+    else:
+        text = [f"Locust ran as {procs} process{'es' if procs != 1 else ''} on up to {cores} "
+                f"core{'s' if cores != 1 else ''}; over the window its CPU was ",
+                Piece(f"{_num(gen.cpu_pct_mean)}%", "b"),
+                f" on average and {_num(gen.cpu_pct_max)}% at most, as a share of those cores "
+                f"({'?' if samples is None else samples} samples about once a second)."]
     if gen.locust_cpu_warning:
         text.append(" Locust itself warned that its CPU usage was above 90%.")
     if gen.cpu_ms_per_request is not None:
@@ -249,7 +255,9 @@ def _generator_view(record: RunRecord, t0: float = 0.0, t_end: float = 1.0) -> d
         per = [p for p in lag.per_process if isinstance(p, dict)]
         worst = max(per, key=lambda p: _number(p.get("p99")) or 0) if len(per) > 1 else None
         wakeups = _count(lag.samples)
-        text += [f" Its event loop's lag (how late it woke when it asked to every {_num(lag.interval_ms)} ms;"
+        whose = "The workers' event loops' lag (how late each woke" if gen.mode == "distributed" \
+            else "Its event loop's lag (how late it woke"
+        text += [f" {whose} when it asked to every {_num(lag.interval_ms)} ms;"
                  " every response arriving meanwhile is timestamped that much late): p50 ",
                  Piece(f"{_num(lag.p50, 2)} ms", "b"), ", p99 ", Piece(f"{_num(lag.p99, 2)} ms", "b"),
                  f", max {_num(lag.max, 2)} ms over {'?' if wakeups is None else wakeups} wake-ups"
@@ -260,7 +268,8 @@ def _generator_view(record: RunRecord, t0: float = 0.0, t_end: float = 1.0) -> d
         text += [" ", Piece("client-bound", "badge"), " The load generator, not the stack, was the bottleneck: "
                  "this run's numbers are invalid."]
     else:
-        text.append(" Its CPU and lag stayed under the client-bound limits.")
+        text.append(" Its CPU and lag stayed under the client-bound limits." if gen.mode != "distributed" else
+                    " The master's and every worker's CPU and lag stayed under the client-bound limits.")
     charts_ = []
     cpu_series = _pairs(gen.cpu_series)
     lag_series = [(t + 0.5, v) for t, v in _pairs(lag.series if lag else [])]  # each second's worst, drawn mid-second
@@ -271,7 +280,24 @@ def _generator_view(record: RunRecord, t0: float = 0.0, t_end: float = 1.0) -> d
         charts_ = [time_chart("Locust CPU", "% of its cores", [("CPU", cpu_series)], lo, hi, window, (), 10.0),
                    time_chart("Locust event-loop lag (worst per second)", "ms", [("lag", lag_series)], lo, hi,
                               window, (), 1.0)]
-    return {"text": parts(text), "charts": charts_}
+    return {"text": parts(text), "charts": charts_, **_workers_view(gen)}
+
+
+def _workers_view(gen) -> dict:
+    """The workers' table (each as it measured itself over its window) and the master's reconciliation."""
+    rows = [(w.name or w.id or "?", w.hostname or "?", (w.container or "")[:12], _num(w.users), _num(w.requests),
+             _num(w.failures), _num(w.cpu_pct_mean), _num(w.cpu_pct_max), _num(w.lag_p99_ms, 2),
+             _num(w.lag_over_limit)) for w in gen.workers]
+    dist = gen.distributed
+    note = ""
+    if dist is not None:
+        note = (f"Workers expected {_num(dist.expected)}, joined {_num(dist.joined)}, reported their final counts "
+                f"{_num(dist.reported)}. The master counted {_num(dist.master_requests)} requests in the window, "
+                f"the workers {_num(dist.workers_requests)} (tolerance {_num(dist.tolerance)}): "
+                + ("reconciled." if dist.reconciled else "NOT reconciled: statistics were lost."))
+        if dist.missing:
+            note += f" No final counts from: {', '.join(dist.missing)}."
+    return {"workers": rows, "workers_note": note}
 
 
 def _pairs(values) -> list[tuple[float, float]]:

@@ -220,3 +220,43 @@ def test_config_keys_for_workers(tmp_path):
         _config(tmp_path, expect_workers=-1)
     with pytest.raises(UserError, match="master_port: .*1 to 65535"):
         _config(tmp_path, master_port=0)
+
+
+def test_the_run_page_lists_every_worker_and_the_reconciliation(tmp_path):
+    from support.records import record
+
+    from loadgrid import run_page, store
+
+    gen = Generator(mode="distributed", cpu_pct_mean=0.5, cpu_pct_max=3.0, cores=1, processes=1, samples=10,
+                    workers=[GeneratorWorker(name="rack<2>", hostname="m2", container="abcdef123456789", users=4,
+                                             requests=1280, failures=0, cpu_pct_mean=1.7, cpu_pct_max=1.8,
+                                             lag_p99_ms=1.32, lag_over_limit=0)],
+                    distributed=Workers(expected=1, joined=1, reported=1, master_requests=1280, workers_requests=1280,
+                                        tolerance=5, reconciled=True))
+    rec = record()
+    rec.load.generator = gen
+    text = run_page.section(rec, None)
+    assert "a master here (it runs no users) with 1 worker" in text
+    assert "rack&lt;2&gt;" in text and "abcdef123456" in text and "1280" in text  # escaped, container id cut
+    assert "the workers 1280 (tolerance 5): reconciled." in text
+    # And the record keeps them through a write and a read (the untrusted reader checks their types).
+    path = tmp_path / "cpu" / "2_50_10.json"
+    path.parent.mkdir()
+    store.write(rec, path)
+    back = store.load(path).load.generator
+    assert back.workers[0].name == "rack<2>" and back.distributed.reconciled is True
+
+
+def test_dry_run_says_where_the_load_comes_from_and_a_taken_master_port_stops_before_anything(tmp_path):
+    import socket
+
+    from loadgrid import preflight
+
+    cfg = _config(tmp_path, expect_workers=2, master_port=free_port())
+    text = plan.describe(plan.build(cfg, cpus=2), cfg)
+    assert f"2 joined by hand (loadgrid worker --master HOST:{cfg.master_port})" in text
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", cfg.master_port))
+        taken.listen()
+        with pytest.raises(UserError, match=f"master_port: port {cfg.master_port} is already in use"):
+            preflight.preflight(cfg, plan.build(cfg, cpus=2))
