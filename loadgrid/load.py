@@ -421,10 +421,50 @@ def self_delay(generator: Generator | dict, requests: int, window_s: float, user
             "self_delay_worst_ms": round(users_per_process * cpu_ms_per_request, 1)}
 
 
+# Times a worker's part gives, on its own clock (moments, epoch seconds), and its per-time-bin series.
+TIME_FIELDS = ("window_start_at", "stopped_at", "test_start_at", "first_user_at", "last_finished_at",
+               "first_slot_at", "last_slot_at", "first_send_at", "last_send_at", "written_at")
+
+
+def worker_clocks(files: RunFiles) -> dict[str, dict]:
+    """{worker id: {offset_s, round_trip_s}} as the master measured them when the window opened (locust_window)."""
+    try:
+        clocks = json.loads(files.window_json.read_text(encoding="utf-8")).get("worker_clocks")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return clocks if isinstance(clocks, dict) else {}
+
+
+def to_master_clock(parts: list[dict], clocks: dict[str, dict]) -> list[dict]:
+    """Each worker's times moved onto the master's clock (its offset subtracted), so a window that starts on the
+    master's clock ends on it too: a worker whose clock is a second ahead would otherwise add a second to it."""
+    out = []
+    for part in parts:
+        offset = (clocks.get(part.get("worker_id") or "") or {}).get("offset_s")
+        if not isinstance(offset, (int, float)) or abs(offset) < 0.001:
+            out.append(part)
+            continue
+        part = dict(part)
+        for name in TIME_FIELDS:
+            if isinstance(part.get(name), (int, float)):
+                part[name] -= offset
+        bin_s = part.get("bin_s") or 0.25
+        if isinstance(part.get("bins"), dict):
+            part["bins"] = {str(int(k) - round(offset / bin_s)): v for k, v in part["bins"].items()}
+        for series in ("lag", "cpu"):
+            inner = dict(part.get(series) or {})
+            if isinstance(inner.get("per_s"), dict):
+                inner["per_s"] = {str(int(k) - round(offset)): v for k, v in inner["per_s"].items()}
+                part[series] = inner
+        out.append(part)
+    return out
+
+
 def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
                  options: LoadOptions = LoadOptions()) -> LoadResult:
-    parts = _count_parts(files)
-    latency_parts = _read_parts(files.latency_parts())
+    clocks = worker_clocks(files)
+    parts = to_master_clock(_count_parts(files), clocks)
+    latency_parts = to_master_clock(_read_parts(files.latency_parts()), clocks)
     try:
         entries = json.loads(files.stats_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
@@ -447,7 +487,7 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
     if result.window and result.window.end_at and result.window.start_at:
         result.window_thirds = window_thirds(latency_parts, result.window.start_at, result.window.end_at)
     lag = generator_lag(latency_parts, result.latency_ms.get("p50"))
-    workers = worker_summaries(latency_parts, parts, lag_limit_ms(result.latency_ms.get("p50")))
+    workers = worker_summaries(latency_parts, parts, lag_limit_ms(result.latency_ms.get("p50")), clocks)
     distributed = distributed_summary(files, options, result.requests, workers) if options.distributed else None
     if lag or workers or distributed:
         result.generator = Generator(lag_ms=GeneratorLag.of(lag) if lag else None, workers=workers,
@@ -672,7 +712,8 @@ def distributed_summary(files: RunFiles, options: LoadOptions, master_requests: 
                    reconciled=abs(master_requests - counted) <= tolerance)
 
 
-def worker_summaries(latency_parts: list[dict], count_parts: list[dict], lag_limit: float) -> list[GeneratorWorker]:
+def worker_summaries(latency_parts: list[dict], count_parts: list[dict], lag_limit: float,
+                     clocks: dict[str, dict] | None = None) -> list[GeneratorWorker]:
     """One entry per worker (the parts a master wrote carry `worker_id`): where it ran, what it sent, and its
     own CPU and lag over its window. CPU: its CPU seconds over the wall seconds from its window's opening to its
     users' stop, of the one core a Locust process can use; max: its busiest whole second inside the window."""
@@ -688,6 +729,7 @@ def worker_summaries(latency_parts: list[dict], count_parts: list[dict], lag_lim
         per_s = {int(k): v for k, v in (cpu.get("per_s") or {}).items()}
         inside = [v for k, v in per_s.items() if start and stop and start <= k and k + 1 <= stop]
         hist = merge_histograms([lag.get("hist")])
+        clock = (clocks or {}).get(str(worker)) or {}
         out.append(GeneratorWorker(
             id=str(worker), name=where.get("name") or None, hostname=where.get("hostname"),
             container=where.get("container") or None, pid=where.get("pid", part.get("pid")), cores=where.get("cores"),
@@ -698,8 +740,13 @@ def worker_summaries(latency_parts: list[dict], count_parts: list[dict], lag_lim
             cpu_pct_max=round(100 * max(inside), 1) if inside else None,
             lag_p99_ms=round(log_percentile(hist, 0.99), 2) if hist else None,
             lag_max_ms=round(lag.get("max_ms", 0.0), 2) if hist else None, lag_samples=lag.get("count"),
-            lag_over_limit=sum(n for k, n in hist.items() if EXACT_STEP ** k > lag_limit) if hist else None))
+            lag_over_limit=sum(n for k, n in hist.items() if EXACT_STEP ** k > lag_limit) if hist else None,
+            clock_offset_ms=_ms(clock.get("offset_s")), round_trip_ms=_ms(clock.get("round_trip_s"))))
     return out
+
+
+def _ms(seconds) -> float | None:
+    return round(seconds * 1000, 2) if isinstance(seconds, (int, float)) else None
 
 
 def window_thirds(latency_parts: list[dict], start: float, end: float) -> list[dict]:

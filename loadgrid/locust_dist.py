@@ -23,7 +23,6 @@ It runs inside Locust's gevent world; of loadgrid it imports only safefile (stan
 
 import json
 import os
-import re
 import time
 import uuid
 
@@ -48,7 +47,7 @@ _workers = {"run": RUN_ID, "joined": {}, "parts": {}, "stop": None}
 
 def safe_id(worker_id: str) -> str:
     """A worker's id (Locust's `hostname_uuid`) as part of a file name."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(worker_id))[:120] or "worker"
+    return safefile.file_part(worker_id)
 
 
 def _write_workers() -> None:

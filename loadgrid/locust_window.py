@@ -64,6 +64,7 @@ def _open_window():
         # before its window (a report sent while the message travelled): they are dropped (`_drop_early`), so
         # the master's totals are the sum of what the workers counted in their windows.
         _pending.update(c.id for c in runner.clients.all)
+        _clocks["sent_at"] = time.time()
         runner.send_message("loadgrid_window")
     _reset_here(env)
 
@@ -85,12 +86,23 @@ def _worker_opens(environment, **_kw):
     if send_stats is not None:
         send_stats()
     _reset_here(environment)
-    # Sent after the reset: every report this worker sent before it travels ahead of this message.
-    runner.send_message("loadgrid_window_ack")
+    # Sent after the reset: every report this worker sent before it travels ahead of this message. It carries
+    # this worker's clock at its window's opening, for the master to place its times on the master's clock.
+    runner.send_message("loadgrid_window_ack", {"at": time.time()})
 
 
 def _acknowledged(environment, msg, **_kw):
+    """A worker's window is open. Its clock against the master's: it opened between the master's message and
+    this answer, so its offset is its time then minus the middle of that round trip (within half of it)."""
     _pending.discard(msg.node_id)
+    received, sent = time.time(), _clocks.get("sent_at")
+    at = (msg.data or {}).get("at") if isinstance(msg.data, dict) else None
+    if sent and isinstance(at, (int, float)):
+        _clocks.setdefault("workers", {})[safefile.file_part(msg.node_id)] = {
+            "offset_s": round(at - (sent + received) / 2, 6), "round_trip_s": round(received - sent, 6)}
+
+
+_clocks: dict = {}  # on the master: when it opened the window, and each worker's clock offset
 
 
 @events.worker_report.add_listener
@@ -158,6 +170,7 @@ def _write(environment, **_kw):
         "window_end_at": _state["window_end_at"] or time.time(),
         "test_start_at": _state["test_start_at"],
         "distributed": isinstance(environment.runner, MasterRunner),
+        "worker_clocks": _clocks.get("workers", {}),
         "before_window": (_state["before_window"] or []) + _late["entries"],
         "before_window_errors": _merged(_state["before_window_errors"], _late["errors"]),
         # The window's failures by message, final: Locust's _failures.csv is rewritten only once a second.

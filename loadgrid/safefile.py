@@ -45,3 +45,10 @@ def _create(path: Path) -> tuple[int, Path]:
         except FileExistsError:
             continue
     raise FileExistsError(f"{path.parent}: no free temporary name for {path.name}")
+
+
+def file_part(text: str, limit: int = 120) -> str:
+    """`text` (a Locust worker id: its host name and a random part) as part of a file name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(text))[:limit] or "worker"

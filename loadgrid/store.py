@@ -174,6 +174,10 @@ class GeneratorWorker(SubRecord):
     lag_max_ms: float | None = None
     lag_samples: int | None = None
     lag_over_limit: int | None = None
+    # Its clock against the master's, measured when the window opened (within half the round trip): its times
+    # above are on the master's clock, this offset taken out.
+    clock_offset_ms: float | None = None
+    round_trip_ms: float | None = None
     extra: dict = field(default_factory=dict)
 
 

@@ -40,6 +40,9 @@ def test_two_workers_share_the_users_and_the_master_reconciles_with_their_sum(tm
     assert sorted(w.name for w in gen.workers) == ["w0", "w1"]
     assert [w.users for w in gen.workers] == [4, 4]  # Locust's dispatcher: 8 users over 2 workers
     assert all(w.requests > 100 and w.cpu_pct_mean is not None and w.lag_samples for w in gen.workers)
+    # One machine, one clock: the offset the master measured is within half the round trip (plus a margin).
+    assert all(w.round_trip_ms is not None and abs(w.clock_offset_ms) <= w.round_trip_ms / 2 + 2
+               for w in gen.workers), [(w.clock_offset_ms, w.round_trip_ms) for w in gen.workers]
     dist = gen.distributed
     assert (dist.expected, dist.joined, dist.reported, dist.missing) == (2, 2, 2, [])
     # Both count the same requests over the same window: the master's total is the sum of the workers' counts.
@@ -260,3 +263,15 @@ def test_dry_run_says_where_the_load_comes_from_and_a_taken_master_port_stops_be
         taken.listen()
         with pytest.raises(UserError, match=f"master_port: port {cfg.master_port} is already in use"):
             preflight.preflight(cfg, plan.build(cfg, cpus=2))
+
+
+def test_a_workers_times_are_moved_onto_the_masters_clock():
+    part = {"worker_id": "w", "window_start_at": 102.0, "stopped_at": 112.0, "bin_s": 0.25, "bins": {"440": {"1": 3}},
+            "lag": {"per_s": {"105": 1.0}}, "cpu": {"per_s": {"105": 0.5}, "seconds": 1.0}}
+    moved, = load.to_master_clock([part], {"w": {"offset_s": 2.0, "round_trip_s": 0.001}})
+    assert (moved["window_start_at"], moved["stopped_at"]) == (100.0, 110.0)
+    assert moved["bins"] == {"432": {"1": 3}} and moved["lag"]["per_s"] == {"103": 1.0}
+    assert moved["cpu"] == {"per_s": {"103": 0.5}, "seconds": 1.0}
+    assert part["stopped_at"] == 112.0  # the part read is left as it was
+    untouched = {"worker_id": "x", "stopped_at": 5.0}
+    assert load.to_master_clock([untouched], {"w": {"offset_s": 2.0}}) == [untouched]
