@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from support.engine import ROOT, free_port, project_resources, write_config
+from support.engine import ROOT, Orchestrator, free_port, project_resources, wait_for, write_config
 
 pytestmark = pytest.mark.docker
 
@@ -48,3 +49,30 @@ def test_a_grid_with_two_load_workers_on_compose(tmp_path):
         print(f"workers grid: {time.monotonic() - started:.0f} s")
         for cid in worker_containers(f"{project}-cpu"):
             subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
+
+
+def test_ctrl_c_mid_run_removes_the_worker_containers_with_the_stack(tmp_path):
+    project = "lgtest-workers-int"
+    output = tmp_path / "reports"
+    config = write_config(tmp_path / "config.yaml", output, free_port(), project, num_models_list="[1]",
+                          num_users_list="[4]", spawn_rate_list="[4]", run_time="60s", load_workers="2",
+                          master_port=str(free_port()))
+    orch = Orchestrator("--config", str(config))
+    try:
+        # Interrupted while both workers run users: the master's workers file lists them as joined.
+        joined = output / "cpu" / "1_4_4.workers.json"
+        wait_for(lambda: joined.exists() and len(json.loads(joined.read_text() or "{}").get("joined", {})) == 2,
+                 600, "both workers to join the first run")
+        orch.proc.send_signal(signal.SIGINT)
+        assert orch.finish(180) == 130, orch.lines[-20:]
+        record = json.loads((output / "cpu" / "1_4_4.json").read_text())
+        assert record["status"] == "interrupted"
+        assert worker_containers(f"{project}-cpu") == []
+        assert project_resources(f"{project}-cpu") == ([], [])
+    finally:
+        if orch.proc.poll() is None:
+            orch.proc.kill()
+        for cid in worker_containers(f"{project}-cpu"):
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
+        subprocess.run(["docker", "compose", "--project-name", f"{project}-cpu", "down", "-v"], capture_output=True,
+                       timeout=120)
