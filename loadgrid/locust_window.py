@@ -53,6 +53,11 @@ def _open_window():
     runner = env.runner
     if not RESET:
         _state["window_start_at"] = _state["test_start_at"]
+        if isinstance(runner, MasterRunner):
+            # Nothing is reset (the window is the whole run), but the workers' clocks are still measured: their
+            # first and last users' times bound the window.
+            _clocks["sent_at"] = time.time()
+            runner.send_message("loadgrid_clock")
         return
     # What the ramp-up (and warm-up) measured, kept before the reset throws it away.
     _state["before_window"] = [e.serialize() for e in runner.stats.entries.values()]
@@ -89,6 +94,10 @@ def _worker_opens(environment, **_kw):
     # Sent after the reset: every report this worker sent before it travels ahead of this message. It carries
     # this worker's clock at its window's opening, for the master to place its times on the master's clock.
     runner.send_message("loadgrid_window_ack", {"at": time.time()})
+
+
+def _clock_asked(environment, **_kw):
+    environment.runner.send_message("loadgrid_window_ack", {"at": time.time()})
 
 
 def _acknowledged(environment, msg, **_kw):
@@ -128,6 +137,7 @@ _late = {"entries": [], "errors": {}}  # on the master: workers' reports from be
 def _listen(environment, **_kw):
     if isinstance(environment.runner, WorkerRunner):
         environment.runner.register_message("loadgrid_window", _worker_opens)
+        environment.runner.register_message("loadgrid_clock", _clock_asked)
     elif isinstance(environment.runner, MasterRunner):
         environment.runner.register_message("loadgrid_window_ack", _acknowledged)
 

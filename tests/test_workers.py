@@ -275,3 +275,14 @@ def test_a_workers_times_are_moved_onto_the_masters_clock():
     assert part["stopped_at"] == 112.0  # the part read is left as it was
     untouched = {"worker_id": "x", "stopped_at": 5.0}
     assert load.to_master_clock([untouched], {"w": {"offset_s": 2.0}}) == [untouched]
+
+
+def test_requests_per_user_with_workers_sends_exactly_users_times_n(tmp_path):
+    with SinkServer(delay_s=0.002) as sink:
+        result, codes = _distributed(tmp_path, sink, RunSpec("target", 1, 4, 4.0, 30, 1), 2, worker_wait_s=30,
+                                     requests_per_user=25)
+    assert result.error is None, (result.error, log_text(tmp_path / "logs"))
+    assert result.stop.by == "requests" and result.stop.requests_sent == 100
+    assert result.requests == 100 == sink.count
+    assert sorted(w.requests for w in result.generator.workers) == [50, 50]
+    assert all(w.round_trip_ms is not None for w in result.generator.workers)  # clocks measured, nothing reset
