@@ -426,12 +426,18 @@ TIME_FIELDS = ("window_start_at", "stopped_at", "test_start_at", "first_user_at"
                "first_slot_at", "last_slot_at", "first_send_at", "last_send_at", "written_at")
 
 
-def worker_clocks(files: RunFiles) -> dict[str, dict]:
-    """{worker id: {offset_s, round_trip_s}} as the master measured them when the window opened (locust_window)."""
+def window_info(files: RunFiles) -> dict | None:
+    """The window plugin's file (locust_window.py), read once per run; None when it wrote none (or not an object)."""
     try:
-        clocks = json.loads(files.window_json.read_text(encoding="utf-8")).get("worker_clocks")
-    except (OSError, ValueError, AttributeError):
-        return {}
+        info = json.loads(files.window_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def worker_clocks(info: dict | None) -> dict[str, dict]:
+    """{worker id: {offset_s, round_trip_s}} as the master measured them when the window opened (locust_window)."""
+    clocks = (info or {}).get("worker_clocks")
     return clocks if isinstance(clocks, dict) else {}
 
 
@@ -462,13 +468,15 @@ def to_master_clock(parts: list[dict], clocks: dict[str, dict]) -> list[dict]:
 
 def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
                  options: LoadOptions = LoadOptions()) -> LoadResult:
-    clocks = worker_clocks(files)
+    info = window_info(files)
+    clocks = worker_clocks(info)
     parts = to_master_clock(_count_parts(files), clocks)
     latency_parts = to_master_clock(_read_parts(files.latency_parts()), clocks)
     try:
         entries = json.loads(files.stats_json.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8
         log_tail = _tail(files.locust_log)
+        # A master that gave up waiting for its workers exits before it writes any stats (Locust's sys.exit).
         joined = _workers_file(files) if options.distributed else None
         if joined is not None and "Gave up waiting for workers" in _read(files.locust_log):
             files.workers_json.unlink(missing_ok=True)
@@ -476,8 +484,8 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
         return LoadResult(locust_exit=exit_code, error=f"Locust wrote no final stats (exit {exit_code}): {log_tail}")
     result = totals(entries)
     result.locust_exit = exit_code
-    result.failure_messages = _failures(files)
-    result.window, result.whole_run = _window(files, entries, result, parts, latency_parts)
+    result.failure_messages = _failures(files, info)
+    result.window, result.whole_run = _window(info, entries, result, parts, latency_parts)
     exact = exact_latency(latency_parts)
     result.latency_locust_ms = dict(result.latency_ms)
     if exact:
@@ -492,9 +500,6 @@ def parse_result(exit_code: int, files: RunFiles, spec: RunSpec | None = None,
     if lag or workers or distributed:
         result.generator = Generator(lag_ms=GeneratorLag.of(lag) if lag else None, workers=workers,
                                      distributed=distributed)
-    if distributed and distributed.joined is not None and distributed.joined < options.workers \
-            and result.error is None and "Gave up waiting for workers" in _read(files.locust_log):
-        result.error = too_few_workers(distributed.joined, options)
     if spec is not None and spec.open_loop:
         result.open_loop = open_loop_counts(parts, spec, options, latency_parts)
     elif spec is not None and options.requests_per_user:
@@ -537,7 +542,7 @@ def totals(entries: list[dict]) -> LoadResult:
                       duration_s=round(duration, 2), latency_ms=latency)
 
 
-def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, parts: list[dict] = (),
+def _window(info: dict | None, entries: list[dict], window_totals: LoadResult, parts: list[dict] = (),
             latency_parts: list[dict] = ()) -> tuple[Window, WholeRun | None]:
     """The window's measured bounds, and whole-run totals = what came before the window + the window.
 
@@ -550,9 +555,7 @@ def _window(files: RunFiles, entries: list[dict], window_totals: LoadResult, par
                         leave); end: the last user sent its last request and had its answer (else test_stop)
     The rates the window overrides are set on `window_totals`; Locust's own span is kept as locust_duration_s.
     """
-    try:
-        info = json.loads(files.window_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if info is None:
         return Window(), None  # present, with no start: no window was measured
     stopped = [p["stopped_at"] for p in latency_parts if p.get("stopped_at")]
     end = max(stopped) if stopped else info.get("window_end_at")
@@ -847,14 +850,15 @@ def percentile(histogram: dict[int, int], q: float) -> float:
     return float(max(histogram))
 
 
-def _failures(files: RunFiles) -> dict[str, int]:
-    """Failures by message: the window plugin's final count, else Locust's CSV (rewritten once a second)."""
-    try:
-        errors = json.loads(files.window_json.read_text(encoding="utf-8")).get("errors")
-        if isinstance(errors, dict):
+def _failures(files: RunFiles, info: dict | None) -> dict[str, int]:
+    """Failures by message: the window plugin's final count (`info`), else Locust's CSV (rewritten once a
+    second)."""
+    errors = (info or {}).get("errors")
+    if isinstance(errors, dict):
+        try:
             return {str(k): int(v) for k, v in errors.items()}
-    except (OSError, json.JSONDecodeError, ValueError, AttributeError):
-        pass
+        except (TypeError, ValueError):
+            pass
     path = files.folder / f"{files.stem}_failures.csv"
     out: dict[str, int] = {}
     try:
