@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import __version__, redact, safefile, settings
+from . import __version__, procs, redact, safefile, settings
 from .plan import RunSpec, format_number
 from .store import Generator, GeneratorLag, GeneratorWorker, OpenLoop, Stop, WholeRun, Window, Workers, _Coerced
 from .validity import lag_limit_ms
@@ -349,21 +348,10 @@ def run(spec: RunSpec, host: str, locustfile: Path, files: RunFiles, env: dict[s
                     if time.monotonic() > deadline:
                         raise
         except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            procs.stop(proc)
             return LoadResult(locust_exit=None, error=f"Locust did not finish within {limit}s (see {files.locust_log})")
         except BaseException:  # Ctrl-C or SIGTERM: stop Locust too, then let the caller tear down
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            procs.stop(proc)
             raise
     meter.wait_for_children()
     mask_host(files.html, host)

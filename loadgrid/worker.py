@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
+from . import __version__, procs
 
 DEFAULT_PORT = 5557
 
@@ -168,7 +168,7 @@ def serve(master: Master, *, once: bool = False, name: str = "", target: str = "
             try:
                 code = proc.wait()
             except BaseException:
-                _stop(proc)
+                procs.stop(proc)
                 raise
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -177,16 +177,6 @@ def serve(master: Master, *, once: bool = False, name: str = "", target: str = "
             say(f"loadgrid worker: Locust's worker exited with {code}")
         if once:
             return code
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
