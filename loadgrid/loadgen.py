@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import compose_lint, worker_image
-from .stack import StackError, _run
+from .stack import StackError, _run, _signals_held, wait_gone
 
 LABEL = "org.loadgrid.workers"
 
@@ -39,8 +38,9 @@ def base_image(compose_files: tuple[Path, ...] = ()) -> str:
 
 
 @dataclass
-class ContainerWorkers:
-    """N worker containers of one project on this machine's Docker engine (Compose's load_workers)."""
+class EngineWorkers:
+    """What the engines' workers share: N workers of one project, joining a master on `master_port`, running the
+    worker image built on the stack's base (`image`, once started). `start(log)` and `remove()` are the engine's."""
 
     project: str
     count: int
@@ -48,17 +48,24 @@ class ContainerWorkers:
     compose_files: tuple[Path, ...] = ()
     say: Callable[[str], None] = print
     image: str | None = None
-    names: list[str] = field(default_factory=list)
+
+    def build_image(self, log: Path | None = None) -> str:
+        self.image = worker_image.build(base_image(self.compose_files), log=log)
+        return self.image
+
+
+@dataclass
+class ContainerWorkers(EngineWorkers):
+    """N worker containers of one project on this machine's Docker engine (Compose's load_workers)."""
 
     def _name(self, i: int) -> str:
         return f"{self.project}-loadgrid-worker-{i}"
 
     def start(self, log: Path | None = None) -> None:
         self.remove()  # a crashed earlier run's workers would join this master too
-        self.image = worker_image.build(base_image(self.compose_files), log=log)
+        self.build_image(log)
         for i in range(1, self.count + 1):
             name = self._name(i)
-            self.names.append(name)
             _run(["docker", "run", "--detach", "--rm", "--name", name, "--network", "host", "--label",
                   f"{LABEL}={self.project}", self.image, "--master", f"127.0.0.1:{self.master_port}", "--name", name],
                  timeout=60)
@@ -74,18 +81,14 @@ class ContainerWorkers:
         ids = self.container_ids()
         if ids:
             _run(["docker", "rm", "--force", *ids], timeout=timeout_s, check=False)
-        deadline = time.monotonic() + timeout_s
-        while self.container_ids() and time.monotonic() < deadline:
-            time.sleep(0.2)  # polling docker ps, bounded
-        left = self.container_ids()
+        left = wait_gone(self.container_ids, timeout_s, 0.2)
         if left:
             raise StackError(f"could not remove Locust worker containers {', '.join(c[:12] for c in left)}; "
                              "remove them with docker rm -f")
-        self.names.clear()
 
 
 @contextlib.contextmanager
-def running(workers: ContainerWorkers | None, log: Path | None = None) -> Iterator[ContainerWorkers | None]:
+def running(workers: EngineWorkers | None, log: Path | None = None) -> Iterator[EngineWorkers | None]:
     """Workers started for the body and always removed after it (also on Ctrl-C/SIGTERM)."""
     if workers is None:
         yield None
@@ -94,13 +97,11 @@ def running(workers: ContainerWorkers | None, log: Path | None = None) -> Iterat
         workers.start(log)
         yield workers
     finally:
-        from .stack import _signals_held
-
         with _signals_held():
             workers.remove()
 
 
-def for_stack(config, stack, say: Callable[[str], None]) -> ContainerWorkers | None:
+def for_stack(config, stack, say: Callable[[str], None]) -> EngineWorkers | None:
     """The engine's workers for this stack, or None without load_workers."""
     if not config.load_workers:
         return None
@@ -113,4 +114,4 @@ def for_stack(config, stack, say: Callable[[str], None]) -> ContainerWorkers | N
                             compose_files=tuple(stack.files), say=say)
 
 
-__all__ = ["ContainerWorkers", "base_image", "for_stack", "running"]
+__all__ = ["ContainerWorkers", "EngineWorkers", "base_image", "for_stack", "running"]

@@ -83,6 +83,14 @@ def _run(cmd: list[str], *, timeout: float, env: dict | None = None, check: bool
     return proc
 
 
+def wait_gone(leftovers: Callable[[], list], timeout_s: float, poll_s: float = 0.25) -> list:
+    """Poll `leftovers()` until it lists nothing or `timeout_s` has passed; what was still there (empty: gone)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := leftovers()) and time.monotonic() < deadline:
+        time.sleep(poll_s)  # pacing between polls of a bounded loop, not synchronisation
+    return left
+
+
 def _verb(cmd: list[str]) -> str:
     for word in cmd[2:]:
         if not word.startswith("-") and word in ("build", "up", "down", "ps", "restart", "config", "logs"):

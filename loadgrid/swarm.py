@@ -28,8 +28,9 @@ import yaml
 
 from . import store
 from .errors import UserError
+from .loadgen import EngineWorkers
 from .monitor import ContainerEvent, Monitor
-from .stack import ComposeStack, Replica, StackError, _replica, _run, describe
+from .stack import ComposeStack, Replica, StackError, _replica, _run, describe, wait_gone
 
 STACK_LABEL = "com.docker.stack.namespace"  # on every service, network and task container of a stack
 SWARM_SERVICE_LABEL = "com.docker.swarm.service.name"  # on task containers: <stack>_<service>
@@ -392,9 +393,7 @@ class SwarmStack(ComposeStack):
         safe when nothing runs."""
         self._model = None  # the next deploy renders from the files again
         _run(["docker", "stack", "rm", self.project], timeout=120, check=False)
-        deadline = time.monotonic() + DOWN_TIMEOUT_S
-        while (left := self.leftovers()) and time.monotonic() < deadline:
-            time.sleep(POLL_S)  # pacing between polls of a bounded loop, not synchronisation
+        left = wait_gone(self.leftovers, DOWN_TIMEOUT_S, POLL_S)
         if left:
             raise StackError(f"docker stack rm {self.project}: still there after {DOWN_TIMEOUT_S}s: "
                              f"{', '.join(left)}; remove them with docker stack rm / docker rm -f")
@@ -466,30 +465,21 @@ WORKERS_SERVICE = "loadgrid-worker"
 
 
 @dataclasses.dataclass
-class SwarmWorkers:
+class SwarmWorkers(EngineWorkers):
     """load_workers on Swarm: one service of N tasks of the worker image, spread over the nodes by Swarm, on each
     node's host network, joining the master at the manager's address (`docker info`: Swarm.NodeAddr). With more
     than one node the image is pushed to `registry` first, as the stack's are. Removed with `docker service rm`,
     waited until its containers are gone."""
 
-    project: str
-    count: int
-    master_port: int
-    compose_files: tuple[Path, ...] = ()
-    say: Callable[[str], None] = print
     registry: str | None = None
-    image: str | None = None
 
     @property
     def service(self) -> str:
         return f"{self.project}_{WORKERS_SERVICE}"
 
     def start(self, log: Path | None = None) -> None:
-        from . import loadgen, worker_image
-
         self.remove()
-        self.image = worker_image.build(loadgen.base_image(self.compose_files), log=log)
-        image = self.image
+        image = self.build_image(log)
         nodes = len(_run(["docker", "node", "ls", "--quiet"], timeout=30).stdout.split())
         if nodes > 1:
             if not self.registry:
@@ -521,9 +511,7 @@ class SwarmWorkers:
 
     def remove(self, timeout_s: float = DOWN_TIMEOUT_S) -> None:
         _run(["docker", "service", "rm", self.service], timeout=60, check=False)
-        deadline = time.monotonic() + timeout_s
-        while (left := self.leftovers()) and time.monotonic() < deadline:
-            time.sleep(POLL_S)  # pacing between polls of a bounded loop, not synchronisation
+        left = wait_gone(self.leftovers, timeout_s, POLL_S)
         if left:
             raise StackError(f"docker service rm {self.service}: still there after {timeout_s:.0f}s: "
                              f"{', '.join(left)}; remove it with docker service rm")
