@@ -132,9 +132,12 @@ def _started(environment=None, **_kw):
 def _stopped(environment=None, **_kw):
     # This process's users have all stopped (their requests in flight finished): the run ended here.
     _times["stopped_at"] = _times["stopped_at"] or time.time()
-    if isinstance(getattr(environment, "runner", None), WorkerRunner) and not _times.get("sent"):
-        _times["sent"] = True
+    if isinstance(getattr(environment, "runner", None), WorkerRunner) and not _sent:
+        _sent["at"] = time.time()
         _send_to_master(environment, _report())
+
+
+_sent = {}  # a worker sends its part once, even where test_stop fires twice (a stop, then quit)
 
 
 def _report() -> dict:
@@ -144,7 +147,6 @@ def _report() -> dict:
               "written_at": time.time()}
     report["cpu"] = {"seconds": round(time.process_time() - cpu["at_start"], 3),
                      "wall_s": round(end - cpu["started"], 3), "per_s": cpu["per_s"]}
-    report.pop("sent", None)
     return report
 
 

@@ -10,6 +10,7 @@ Standard library only: the locustfile imports it inside Locust's gevent world (t
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
 
@@ -49,6 +50,4 @@ def _create(path: Path) -> tuple[int, Path]:
 
 def file_part(text: str, limit: int = 120) -> str:
     """`text` (a Locust worker id: its host name and a random part) as part of a file name."""
-    import re
-
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(text))[:limit] or "worker"

@@ -20,6 +20,12 @@ def worker_containers(project: str) -> list[str]:
                           capture_output=True, text=True, timeout=30).stdout.split()
 
 
+def remove_worker_containers(project: str) -> None:
+    """After a failed test: what loadgrid should have removed."""
+    for cid in worker_containers(project):
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
+
+
 def test_a_grid_with_two_load_workers_on_compose(tmp_path):
     project = "lgtest-workers"
     output = tmp_path / "reports"
@@ -47,8 +53,7 @@ def test_a_grid_with_two_load_workers_on_compose(tmp_path):
         assert project_resources(f"{project}-cpu") == ([], [])
     finally:
         print(f"workers grid: {time.monotonic() - started:.0f} s")
-        for cid in worker_containers(f"{project}-cpu"):
-            subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
+        remove_worker_containers(f"{project}-cpu")
 
 
 def test_ctrl_c_mid_run_removes_the_worker_containers_with_the_stack(tmp_path):
@@ -72,7 +77,6 @@ def test_ctrl_c_mid_run_removes_the_worker_containers_with_the_stack(tmp_path):
     finally:
         if orch.proc.poll() is None:
             orch.proc.kill()
-        for cid in worker_containers(f"{project}-cpu"):
-            subprocess.run(["docker", "rm", "-f", cid], capture_output=True, timeout=60)
+        remove_worker_containers(f"{project}-cpu")
         subprocess.run(["docker", "compose", "--project-name", f"{project}-cpu", "down", "-v"], capture_output=True,
                        timeout=120)
