@@ -21,6 +21,7 @@ machine as much as `loadgrid worker` on another one. They all report the same wa
 It runs inside Locust's gevent world; of loadgrid it imports only safefile (standard library only).
 """
 
+import functools
 import json
 import os
 import time
@@ -41,7 +42,6 @@ NOT_SHIPPED = {"LOADGRID_WINDOW_FILE", "LOADGRID_COUNTS_FILE", "LOADGRID_LATENCY
                "LOADGRID_PAYLOAD", "LOADGRID_IMAGES_DIR", "LOADGRID_WORKER_TARGET", "LOADGRID_WORKER_NAME"}
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
-_environment = {}
 _workers = {"run": RUN_ID, "joined": {}, "parts": {}, "stop": None}
 
 
@@ -55,6 +55,7 @@ def _write_workers() -> None:
         safefile.replace(WORKERS_FILE, json.dumps(_workers))
 
 
+@functools.lru_cache(maxsize=4)  # read once per master, however many workers join
 def payload_files(source: str) -> dict:
     """The payload as the files a worker rebuilds it from: {"name": its file or folder name, "files": {name:
     bytes}}; a URL travels as it is (the worker fetches it once, as the master would)."""
@@ -77,8 +78,9 @@ def payload_files(source: str) -> dict:
     return {"name": os.path.basename(path.rstrip("/")), "folder": folder, "files": out}
 
 
-def setup_reply(runner) -> dict:
-    """What a joining worker needs before its Locust starts (see the module's docstring)."""
+def setup_reply(last_run: str | None = None) -> dict:
+    """What a joining worker needs before its Locust starts (see the module's docstring). A worker that already
+    served this run (`last_run`) is told so, without the payload it would not use."""
     from locust import __version__ as locust_version
 
     reply = {"run": RUN_ID, "locust_version": locust_version,
@@ -86,6 +88,8 @@ def setup_reply(runner) -> dict:
              "env": {k: v for k, v in os.environ.items() if k.startswith("LOADGRID_") and k not in NOT_SHIPPED}}
     if _workers.get("started_at"):
         reply["refused"] = "this run has already started; waiting for the next one"
+        return reply
+    if last_run == RUN_ID:
         return reply
     try:
         reply["payload"] = payload_files(os.environ.get("LOADGRID_PAYLOAD") or os.environ.get("LOADGRID_IMAGES_DIR")
@@ -96,7 +100,8 @@ def setup_reply(runner) -> dict:
 
 
 def _on_setup(environment, msg, **_kw):
-    environment.runner.send_message("loadgrid_setup", setup_reply(environment.runner), client_id=msg.node_id)
+    asked = msg.data if isinstance(msg.data, dict) else {}
+    environment.runner.send_message("loadgrid_setup", setup_reply(asked.get("last_run")), client_id=msg.node_id)
 
 
 def _on_part(environment, msg, **_kw):
@@ -133,7 +138,6 @@ def _joined(client_id=None, **_kw):
 
 @events.init.add_listener
 def _init(environment, **_kw):
-    _environment["env"] = environment
     runner = environment.runner
     if isinstance(runner, MasterRunner):
         runner.register_message("loadgrid_setup", _on_setup)
