@@ -277,8 +277,10 @@ def _generator_view(record: RunRecord, t0: float = 0.0, t_end: float = 1.0) -> d
         times = [t for t, _ in cpu_series + lag_series]
         lo, hi = min([t0, *times]), max([t_end, *times])
         window = _window_span(record, hi)
-        charts_ = [time_chart("Locust CPU", "% of its cores", [("CPU", cpu_series)], lo, hi, window, (), 10.0),
-                   time_chart("Locust event-loop lag (worst per second)", "ms", [("lag", lag_series)], lo, hi,
+        # Distributed: the CPU measured here is the master's, the lag is the workers' (each measures its own).
+        who_cpu, who_lag = ("Locust master", "Locust workers'") if gen.mode == "distributed" else ("Locust", "Locust")
+        charts_ = [time_chart(f"{who_cpu} CPU", "% of its cores", [("CPU", cpu_series)], lo, hi, window, (), 10.0),
+                   time_chart(f"{who_lag} event-loop lag (worst per second)", "ms", [("lag", lag_series)], lo, hi,
                               window, (), 1.0)]
     return {"text": parts(text), "charts": charts_, **_workers_view(gen)}
 

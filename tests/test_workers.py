@@ -231,6 +231,7 @@ def test_the_run_page_lists_every_worker_and_the_reconciliation(tmp_path):
     from loadgrid import run_page, store
 
     gen = Generator(mode="distributed", cpu_pct_mean=0.5, cpu_pct_max=3.0, cores=1, processes=1, samples=10,
+                    cpu_series=[[100.0, 0.5], [101.0, 3.0]],
                     workers=[GeneratorWorker(name="rack<2>", hostname="m2", container="abcdef123456789", users=4,
                                              requests=1280, failures=0, cpu_pct_mean=1.7, cpu_pct_max=1.8,
                                              lag_p99_ms=1.32, lag_over_limit=0)],
@@ -242,6 +243,7 @@ def test_the_run_page_lists_every_worker_and_the_reconciliation(tmp_path):
     assert "a master here (it runs no users) with 1 worker" in text
     assert "rack&lt;2&gt;" in text and "abcdef123456" in text and "1280" in text  # escaped, container id cut
     assert "the workers 1280 (tolerance 5): reconciled." in text
+    assert "Locust master CPU" in text  # the chart says whose CPU it is: the master's, not the workers'
     # And the record keeps them through a write and a read (the untrusted reader checks their types).
     path = tmp_path / "cpu" / "2_50_10.json"
     path.parent.mkdir()
